@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. `make help` lists the rest.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= cpu,dev,deepspeed,eval,ner
+DEMO_ARGS ?=
+
+.PHONY: help venv demo test test-fast lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/sft-train: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+venv: $(BIN)/sft-train  ## create .venv with the project and its CPU/dev extras
+
+demo: venv  ## fetch SmolLM2-135M offline, train it on the demo data on CPU, print where results are
+	$(BIN)/python -m sft.demo $(DEMO_ARGS)
+
+test: venv  ## the full test suite (unit, slow, distributed; gpu tests skip without a GPU)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: venv  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not slow and not distributed and not slurm" tests
+
+lint: venv  ## ruff
+	$(BIN)/ruff check sft tests benchmarks
+
+bench: venv  ## planner benchmark (see benchmarks/README.md for the training benchmarks)
+	$(BIN)/python benchmarks/bench_planner.py
+
+clean:  ## remove caches and outputs (keeps .venv)
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,235 @@
+"""From a data config to token arrays ready for planning: read, validate, tokenize, cut, split.
+
+    rows (file/folder/hub/demo/builder)
+      -> messages (formats.py; bad rows counted by reason, fail past data.max_bad_fraction)
+      -> ids + trained-token mask (tokenize.py; datasets.map: cached by fingerprint, num_proc, progress)
+      -> flat arrays `ids`, `mask`, per-row `offsets`
+      -> pieces (row, start, end) after the overlong policy (truncate | drop | split)
+      -> train / validation pieces (val_path, or a seeded val_fraction of rows)
+
+Invariant: every row read is either in exactly one piece list (train or val) or counted in the
+report under one reason; `report.counts` adds up to the number of rows read, and no piece without
+a trained target token is ever returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sft.data.formats import RowError, to_messages
+from sft.data.sources import BadRow, read_rows
+from sft.errors import UserError
+
+log = logging.getLogger(__name__)
+TOKENIZE_VERSION = "1"  # bump when tokenization logic changes, to invalidate caches
+
+
+@dataclass
+class TokenArrays:
+    """Concatenated token ids and trained-token mask of all rows; row r is offsets[r]:offsets[r+1]."""
+
+    ids: np.ndarray  # int32 [total]
+    mask: np.ndarray  # bool [total]
+    offsets: np.ndarray  # int64 [n_rows + 1]
+    row_ids: list[str]
+
+    def labels(self, a: int, b: int) -> np.ndarray:
+        out = self.ids[a:b].astype(np.int64)
+        out[~self.mask[a:b]] = -100
+        return out
+
+
+@dataclass
+class DataReport:
+    """What happened to every row: kept, or skipped with a reason and a few example locations."""
+
+    rows_read: int = 0
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] += 1
+        if len(self.examples[reason]) < 3:
+            self.examples[reason].append(where)
+
+    def to_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "counts": dict(self.counts),
+                "examples": {k: v for k, v in self.examples.items()}}
+
+
+@dataclass
+class PreparedData:
+    tokens: TokenArrays
+    train: np.ndarray  # int64 [n, 3] (row, start, end) absolute offsets into tokens
+    val: np.ndarray
+    report: DataReport
+
+
+def _cache_dir() -> Path:
+    from sft.models.smollm2 import cache_root
+
+    return cache_root() / "tokenized"
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256()
+    h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
+    h.update(str(len(tokenizer)).encode())
+    h.update(str(tokenizer.chat_template or "").encode())
+    h.update(json.dumps(tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), 512)))),
+                        ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _tokenize_rows(messages: list[list[dict]], tokenizer, train_on: str, num_proc: int,
+                   cache_key: str, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Tokenize with datasets.map (cached under `cache_key`, parallel, with a progress bar)."""
+    import datasets
+
+    from sft.data.tokenize import tokenize_conversation
+
+    def fn(ex):
+        try:
+            ids, mask = tokenize_conversation(tokenizer, ex["messages"], train_on)
+            return {"input_ids": ids, "trained": mask, "error": ""}
+        except RowError as e:
+            return {"input_ids": np.zeros(0, np.int32), "trained": np.zeros(0, bool), "error": e.reason}
+
+    cache_dir = _cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not progress:
+        datasets.disable_progress_bars()
+    ds = datasets.Dataset.from_dict({"messages": messages})
+    out = ds.map(fn, remove_columns=["messages"], num_proc=num_proc if len(messages) > 256 else None,
+                 cache_file_name=str(cache_dir / f"{cache_key}.arrow"), desc="tokenizing",
+                 features=datasets.Features({
+                     "input_ids": datasets.Sequence(datasets.Value("int32")),
+                     "trained": datasets.Sequence(datasets.Value("bool")),
+                     "error": datasets.Value("string")}))
+    col_ids = out.data.column("input_ids").combine_chunks()
+    col_mask = out.data.column("trained").combine_chunks()
+    offs = col_ids.offsets.to_numpy()
+    flat_ids = col_ids.values.to_numpy(zero_copy_only=False)
+    flat_mask = col_mask.values.to_numpy(zero_copy_only=False)
+    ids = [flat_ids[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+    masks = [flat_mask[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+    return ids, masks, out["error"]
+
+
+def _apply_overlong(lengths: np.ndarray, mask: np.ndarray, offsets: np.ndarray, max_length: int,
+                    policy: str, rows: np.ndarray, where: list[str], report: DataReport) -> np.ndarray:
+    """Pieces (row, start, end) for the given rows under the overlong policy."""
+    pieces = []
+    for r in rows:
+        a, n = int(offsets[r]), int(lengths[r])
+        if n > max_length:
+            if policy == "drop":
+                report.add("dropped_overlong", where[r])
+                continue
+            if policy == "truncate":
+                report.add("truncated", where[r])  # kept, counted
+                cand = [(a, a + max_length)]
+            else:  # split
+                report.add("split", where[r])
+                cand = [(s, min(s + max_length, a + n)) for s in range(a, a + n, max_length)]
+        else:
+            cand = [(a, a + n)]
+        kept = 0
+        for s, e in cand:
+            # the first token of a piece is never a target (no context), so look from s + 1
+            if mask[s + 1:e].any():
+                pieces.append((r, s, e))
+                kept += 1
+        if kept == 0:
+            report.add("no_supervised_tokens", where[r])
+        elif kept < len(cand):
+            report.counts["split_fragments_without_target"] += len(cand) - kept
+    return np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
+
+
+def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto", val_path: str = "",
+                 val_fraction: float = 0.0, val_max_samples: int = 256, max_length: int = 2048,
+                 overlong: str = "truncate", train_on: str = "assistant", limit: int = 0,
+                 num_proc: int = 1, max_bad_fraction: float = 0.0, system_prompt: str | None = None,
+                 demo_size: int = 3000, builder: str = "", builder_args: dict | None = None,
+                 seed: int = 0, progress: bool = True) -> PreparedData:
+    """Everything the planner needs, from plain arguments (see the module docstring)."""
+    report = DataReport()
+    raw = read_rows(path, split, builder, builder_args, demo_size)
+    n_val_rows = 0
+    if val_path:
+        val_raw = read_rows(val_path, split)
+        n_val_rows = len(val_raw.rows) + len(val_raw.bad)
+        raw.rows = raw.rows + val_raw.rows
+        raw.bad = raw.bad + val_raw.bad
+    if limit:
+        raw.rows = raw.rows[:limit]
+    bad: list[BadRow] = list(raw.bad)
+    msgs, where, is_val = [], [], []
+    n_train_rows = len(raw.rows) - (len(val_raw.rows) if val_path else 0)
+    for i, row in enumerate(raw.rows):
+        try:
+            msgs.append(to_messages(row, fmt, system_prompt))
+            where.append(row["_where"])
+            is_val.append(i >= n_train_rows)
+        except RowError as e:
+            bad.append(BadRow(row["_where"], e.reason, e.detail))
+    report.rows_read = len(raw.rows) + len(raw.bad)
+    if not msgs:
+        raise UserError(f"no usable rows in {raw.source}" + (f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else ""))
+
+    key = hashlib.sha256(json.dumps([TOKENIZE_VERSION, _tokenizer_fingerprint(tokenizer), train_on,
+                                     [m for m in msgs]], sort_keys=True).encode()).hexdigest()[:24]
+    ids_list, mask_list, errors = _tokenize_rows(msgs, tokenizer, train_on, num_proc, key, progress)
+    keep = []
+    for i, err in enumerate(errors):
+        if err:
+            bad.append(BadRow(where[i], err))
+        else:
+            keep.append(i)
+    for b in bad:
+        report.add(b.reason, b.where)
+    n_bad = len(bad)
+    if n_bad and n_bad / max(report.rows_read, 1) > max_bad_fraction:
+        first = bad[0]
+        raise UserError(
+            f"{first.where}: bad row ({first.reason}{': ' + first.detail if first.detail else ''}); "
+            f"{n_bad} bad row(s) of {report.rows_read} exceed data.max_bad_fraction={max_bad_fraction}: "
+            "fix the data or raise data.max_bad_fraction to skip them")
+    if n_bad:
+        log.warning("skipped %d bad row(s): %s", n_bad, dict(Counter(b.reason for b in bad)))
+
+    lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
+    offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = TokenArrays(
+        ids=np.concatenate([ids_list[i] for i in keep]).astype(np.int32) if keep else np.zeros(0, np.int32),
+        mask=np.concatenate([mask_list[i] for i in keep]).astype(bool) if keep else np.zeros(0, bool),
+        offsets=offsets, row_ids=[where[i] for i in keep])
+    kept_where = [where[i] for i in keep]
+    kept_is_val = np.array([is_val[i] for i in keep], dtype=bool)
+
+    rows = np.arange(len(keep))
+    if val_path:
+        train_rows, val_rows = rows[~kept_is_val], rows[kept_is_val]
+    elif val_fraction > 0:
+        perm = np.random.default_rng(seed + 7919).permutation(len(rows))
+        n_val = min(max(1, int(round(val_fraction * len(rows)))), val_max_samples or len(rows))
+        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    else:
+        train_rows, val_rows = rows, rows[:0]
+    train = _apply_overlong(lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report)
+    val = _apply_overlong(lengths, tokens.mask, offsets, max_length, "truncate", val_rows, kept_where, DataReport())
+    if len(train) == 0:
+        raise UserError(f"no training sample left in {raw.source} after filtering: {dict(report.counts)}")
+    report.counts["train_pieces"] = len(train)
+    report.counts["val_pieces"] = len(val)
+    del n_val_rows
+    return PreparedData(tokens=tokens, train=train, val=val, report=report)

@@ -1,0 +1,78 @@
+"""Run outputs other tools read: metrics.jsonl, TensorBoard events, progress, summary.json.
+
+Only rank 0 writes. Each `log()` appends one JSON object per line and flushes, so a killed run
+keeps every line it logged; non-finite values are written as strings ("nan", "inf"), never
+dropped, so a bad step stays visible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True, progress_total: int = 0,
+                 progress: bool = True, initial_step: int = 0) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        self.bar = None
+        self.task = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                self.tb = None
+        if progress and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("train", total=progress_total, completed=initial_step, info="")
+            self.bar.start()
+        self._last_print = 0.0
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                    self.tb.add_scalar(f"{'eval' if k.startswith('eval') else 'train'}/{k}", v, row.get("step", 0))
+        if "loss" in row:
+            info = f"loss {row['loss']:.4f}  {row.get('tokens_per_s', 0):,.0f} tok/s"
+            if self.bar is not None:
+                self.bar.update(self.task, completed=row["step"], info=info)
+            elif time.time() - self._last_print > 10 or row.get("final"):
+                print(f"[sft] step {row['step']}: {info}", flush=True)
+                self._last_print = time.time()
+        elif "eval_loss" in row:
+            print(f"[sft] step {row['step']}: eval_loss {row['eval_loss']:.4f}", flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.stop()
+        if self.tb is not None:
+            self.tb.close()
+        self.file.close()

@@ -1,0 +1,368 @@
+"""`sft-ner`: score span files, run in-context GPT-NER, evaluate a fine-tuned run on NER.
+
+    sft-ner score --gold G.jsonl --pred P.jsonl
+    sft-ner prompt --data conll2003 --split test --n 100 --k 8 --retrieval sentence --verify \\
+        --model PATH_OR_smollm2 | --base-url URL --out DIR   [--config configs/ner/....yaml]
+    sft-ner evaluate --run-dir RUN_DIR [--split dev|test] [--limit N] [--data wnut17]
+
+Invariant: a user mistake (bad flag, missing file, mismatched files) prints one `error: ...`
+line on stderr and exits with code 2; results go to stdout (`score`) or to files (`prompt`,
+`evaluate`), never both mixed with progress, which goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from sft.errors import UserError, exit_on_user_error
+from sft.ner.datasets import SPLITS, data_root, dataset_file, infer_dataset
+from sft.ner.entity_types import load_types
+from sft.ner.readers import Sentence, read_sentences, read_spans_jsonl, write_spans_jsonl
+from sft.ner.score import score_spans
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sft-ner", description="GPT-NER: NER as generation with @@entity## markers"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("score", help="micro P/R/F1 of a prediction span jsonl against gold")
+    s.add_argument("--gold", required=True)
+    s.add_argument("--pred", required=True)
+
+    p = sub.add_parser("prompt", help="in-context GPT-NER with retrieved demonstrations")
+    p.add_argument("--config", help="YAML file of defaults for these options (flags win)")
+    p.add_argument("--data", help="dataset name (conll2003, wnut17, genia) or a data file")
+    p.add_argument("--split", default="test")
+    p.add_argument("--pool-split", help="demo pool split (default: train, or dev where no train)")
+    p.add_argument("--n", type=int, default=100, help="sentences to label (0 = all)")
+    p.add_argument("--sample", choices=["random", "first"], default="random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=8, help="demonstrations per prompt")
+    p.add_argument("--retrieval", choices=["random", "sentence", "entity"], default="random")
+    p.add_argument("--embedder", help="sentence-embedding model dir (default all-MiniLM-L6-v2)")
+    p.add_argument("--entity-encoder", help="HF model dir for entity-level kNN (default --model)")
+    p.add_argument("--verify", action="store_true", help="self-verify every extracted entity")
+    p.add_argument("--verify-k", type=int, default=0, help="demos in verification prompts")
+    p.add_argument("--mode", choices=["per_type", "all_types"], default="per_type")
+    p.add_argument("--types-file")
+    p.add_argument("--model", help="local HF model dir, or 'smollm2'")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--model-name", default="default", help="model name sent to --base-url")
+    p.add_argument("--api", choices=["chat", "completions"], default="chat")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--cache-dir", help="retrieval index cache (default $SFT_CACHE/ner-index)")
+    p.add_argument("--out")
+
+    e = sub.add_parser("evaluate", help="score a fine-tuned run (RUN_DIR/final) on its NER dataset")
+    e.add_argument("--run-dir", required=True)
+    e.add_argument("--split", default="dev")
+    e.add_argument("--limit", type=int, help="first N sentences only")
+    e.add_argument("--data", help="dataset name, overriding the run's config")
+    e.add_argument("--file", help="data file to score on, overriding --data/--split")
+    e.add_argument("--mode", choices=["per_type", "all_types"], help="overrides the run's config")
+    e.add_argument("--verify", action="store_true")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--threads", type=int)
+    parser.prompt_parser = p  # for --config defaults
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "prompt" and args.config:
+        args = _with_config(parser, argv if argv is not None else sys.argv[1:], args.config)
+    handler = {"score": cmd_score, "prompt": cmd_prompt, "evaluate": cmd_evaluate}[args.command]
+    handler(args)
+    return 0
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str], path: str) -> argparse.Namespace:
+    cfg_path = Path(path)
+    if not cfg_path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    if not isinstance(cfg, dict):
+        raise UserError(f"--config {path}: expected a mapping of option: value")
+    prompt_parser = parser.prompt_parser
+    known = {a.dest for a in prompt_parser._actions}
+    values = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+    unknown = sorted(set(values) - known - {"config"})
+    if unknown:
+        raise UserError(f"--config {path}: unknown options {unknown}")
+    prompt_parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    gold, pred = read_spans_jsonl(args.gold), read_spans_jsonl(args.pred)
+    if len(gold) != len(pred):
+        raise UserError(
+            f"{args.gold} has {len(gold)} sentences but {args.pred} has {len(pred)}; "
+            "predictions must be one line per gold line, in the same order"
+        )
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if g.tokens != p.tokens:
+            raise UserError(
+                f"line {i + 1}: tokens differ between {args.gold} and {args.pred}; "
+                "predictions must be in the gold order"
+            )
+    report = score_spans([g.entities for g in gold], [p.entities for p in pred])
+    print(json.dumps(report, indent=2))
+
+
+def _say(msg: str) -> None:
+    print(f"[sft-ner] {msg}", file=sys.stderr, flush=True)
+
+
+def _resolve_data(data: str, split: str) -> tuple[str, Path]:
+    """(dataset name, file) for a dataset name or a path."""
+    if data in SPLITS:
+        return data, dataset_file(data, split)
+    path = Path(data)
+    if not path.is_file():
+        raise UserError(f"--data {data}: neither a dataset ({sorted(SPLITS)}) nor an existing file")
+    try:
+        return infer_dataset(path), path
+    except UserError:
+        return "custom", path
+
+
+def _pick(sentences: list[Sentence], n: int, sample: str, seed: int) -> list[int]:
+    idx = list(range(len(sentences)))
+    if n <= 0 or n >= len(idx):
+        return idx
+    if sample == "first":
+        return idx[:n]
+    return sorted(random.Random(seed).sample(idx, n))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _cache_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    return Path(os.environ.get("SFT_CACHE", Path.home() / ".cache" / "sft")) / "ner-index"
+
+
+def _model_path(model: str) -> str:
+    if model == "smollm2":
+        from sft.models.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2())
+    if not Path(model).is_dir():
+        raise UserError(f"--model {model}: not a local model directory (or 'smollm2')")
+    return model
+
+
+def cmd_prompt(args: argparse.Namespace) -> None:
+    from sft.ner.backends import HFBackend, OpenAIBackend
+    from sft.ner.retrieval import (
+        EntityKNN,
+        HFWordEncoder,
+        MeanPoolEmbedder,
+        RandomRetriever,
+        SentenceKNN,
+        minilm_embedder,
+    )
+
+    if not args.data or not args.out:
+        raise UserError("prompt needs --data and --out (on the command line or in --config)")
+    if bool(args.model) == bool(args.base_url):
+        raise UserError("prompt needs exactly one of --model (local HF dir) or --base-url (server)")
+    if args.k < 0 or args.verify_k < 0:
+        raise UserError("--k and --verify-k must be >= 0")
+    _set_threads(args.threads)
+    dataset, eval_file = _resolve_data(args.data, args.split)
+    types = load_types(dataset, args.types_file)
+    all_eval = read_sentences(eval_file)
+    picked = _pick(all_eval, args.n, args.sample, args.seed)
+    sentences = [all_eval[i] for i in picked]
+
+    pool: list[Sentence] = []
+    retriever = None
+    if args.k > 0:
+        pool_split = args.pool_split or ("train" if "train" in SPLITS.get(dataset, ()) else "dev")
+        _, pool_file = _resolve_data(dataset if dataset in SPLITS else args.data, pool_split)
+        pool = read_sentences(pool_file)
+        same = pool_file.resolve() == Path(eval_file).resolve()
+        _say(f"demo pool: {pool_file} ({len(pool)} sentences){' minus the query' if same else ''}")
+        if args.retrieval == "random":
+            retriever = RandomRetriever(pool, seed=args.seed, exclude_identical=same)
+        elif args.retrieval == "sentence":
+            embedder = MeanPoolEmbedder(args.embedder) if args.embedder else minilm_embedder()
+            retriever = SentenceKNN(
+                pool, embedder, _cache_dir(args.cache_dir), exclude_identical=same
+            )
+        else:
+            source = args.entity_encoder or (_model_path(args.model) if args.model else None)
+            if source is None:
+                raise UserError("--retrieval entity needs --entity-encoder PATH (an HF model dir)")
+            encoder = HFWordEncoder.from_pretrained(source)
+            retriever = EntityKNN(
+                pool, encoder, cache_dir=_cache_dir(args.cache_dir), exclude_identical=same
+            )
+
+    if args.model:
+        backend = HFBackend.from_pretrained(_model_path(args.model), batch_size=args.batch_size)
+    else:
+        backend = OpenAIBackend(
+            args.base_url,
+            args.model_name,
+            api=args.api,
+            api_key_env=args.api_key_env,
+            batch_size=args.batch_size,
+        )
+    _say(
+        f"labeling {len(sentences)} {dataset} {args.split} sentences, {len(types)} types, "
+        f"k={args.k} ({args.retrieval}), verify={args.verify}"
+    )
+    settings = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    _run_and_write(
+        sentences,
+        picked,
+        types,
+        backend,
+        pool,
+        retriever,
+        Path(args.out),
+        "",
+        {"k": args.k, "mode": args.mode, "verify": args.verify, "verify_k": args.verify_k},
+        {"dataset": dataset, "file": str(eval_file), **settings},
+    )
+
+
+def _run_and_write(
+    sentences,
+    picked,
+    types,
+    backend,
+    pool,
+    retriever,
+    out: Path,
+    prefix: str,
+    run_args: dict,
+    settings: dict,
+) -> dict:
+    from sft.ner.pipeline import run_gpt_ner
+
+    t0 = time.perf_counter()
+    result = run_gpt_ner(
+        [s.tokens for s in sentences],
+        types,
+        backend,
+        pool=pool,
+        retriever=retriever,
+        progress=_say,
+        **run_args,
+    )
+    seconds = time.perf_counter() - t0
+    labels = {t.label for t in types}
+    gold = [[e for e in s.entities if e[2] in labels] for s in sentences]
+    metrics = score_spans(gold, result.predictions)
+    metrics.update(
+        {
+            "n_sentences": len(sentences),
+            "seconds": round(seconds, 1),
+            "stats": result.stats.as_dict(),
+            "settings": settings,
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    preds = [Sentence(s.tokens, p) for s, p in zip(sentences, result.predictions)]
+    extra = [
+        {"index": i, "gold": [list(e) for e in g], **r} for i, g, r in zip(picked, gold, result.raw)
+    ]
+    write_spans_jsonl(out / f"{prefix}predictions.jsonl", preds, extra)
+    (out / f"{prefix}metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _say(
+        f"P={metrics['precision']:.4f} R={metrics['recall']:.4f} F1={metrics['f1']:.4f} "
+        f"({seconds:.0f} s) -> {out}"
+    )
+    return metrics
+
+
+def _read_run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = cfg.get("data", {}) if isinstance(cfg, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from sft.ner.backends import HFBackend
+
+    run_dir = Path(args.run_dir)
+    model_dir = run_dir / "final"
+    if not (model_dir / "config.json").is_file():
+        raise UserError(
+            f"{model_dir} holds no HF model (config.json); train the run first or "
+            "point --run-dir at a finished run"
+        )
+    data_cfg = _read_run_config(run_dir)
+    builder_args = data_cfg.get("builder_args") or {}
+    dataset = args.data or builder_args.get("dataset", "auto")
+    if dataset == "auto":
+        if not data_cfg.get("path"):
+            raise UserError(f"{run_dir}/config.yaml names no NER dataset; pass --data NAME")
+        dataset = infer_dataset(data_cfg["path"])
+    mode = args.mode or builder_args.get("mode", "per_type")
+    types = load_types(dataset, builder_args.get("types_file"))
+    eval_file = Path(args.file) if args.file else dataset_file(dataset, args.split)
+    split = args.split if not args.file else Path(args.file).stem
+    all_eval = read_sentences(eval_file)
+    picked = list(range(len(all_eval)))[: args.limit] if args.limit else list(range(len(all_eval)))
+    sentences = [all_eval[i] for i in picked]
+    _set_threads(args.threads)
+    backend = HFBackend.from_pretrained(str(model_dir), batch_size=args.batch_size)
+    _say(f"evaluating {model_dir} on {len(sentences)} {dataset} {split} sentences ({mode})")
+    settings = {
+        "dataset": dataset,
+        "file": str(eval_file),
+        "split": split,
+        "mode": mode,
+        "model": str(model_dir),
+        "limit": args.limit,
+        "verify": args.verify,
+        "data_root": str(data_root()),
+    }
+    metrics = _run_and_write(
+        sentences,
+        picked,
+        types,
+        backend,
+        [],
+        None,
+        run_dir / "eval",
+        f"ner_{split}_",
+        {"k": 0, "mode": mode, "verify": args.verify},
+        settings,
+    )
+    summary = run_dir / "eval" / f"ner_{split}.json"
+    os.replace(run_dir / "eval" / f"ner_{split}_metrics.json", summary)
+    print(json.dumps({k: metrics[k] for k in ("precision", "recall", "f1")}))

@@ -1,0 +1,156 @@
+"""GPT-NER end to end: retrieve demos, prompt per type, generate, parse, self-verify, collect.
+
+Per sentence, k demonstrations are retrieved once (most similar placed last, next to the query)
+and shared by all types. Mode `per_type` asks one prompt per (sentence, type) with `@@entity##`
+markers (GPT-NER); mode `all_types` asks one prompt per sentence with `@@entity##LABEL` markers
+(the format `sft.ner.sft_data` trains). With `verify`, every extracted entity of every type
+(PER included) gets the yes/no self-verification prompt, with up to `verify_k` demos made from
+the same retrieved sentences, and is dropped on a "no" (kept when the answer is unclear, counted).
+
+Invariant: `predictions[i]` holds only spans inside sentence i, with labels among `types`;
+the stats count every dropped or rejected entity, so marked = kept + dropped, and
+kept = predicted + verify_rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from sft.errors import UserError
+from sft.ner.backends import Backend
+from sft.ner.bio import Span
+from sft.ner.entity_types import EntityType
+from sft.ner.parse import ParseStats, parse_marked, parse_typed
+from sft.ner.prompts import (
+    GIVEN,
+    all_types_prompt,
+    ner_prompt,
+    parse_yes_no,
+    verify_demos,
+    verify_prompt,
+)
+from sft.ner.readers import Sentence
+from sft.ner.retrieval import Retriever
+
+MODES = ("per_type", "all_types")
+STOP = ("\n" + GIVEN,)
+
+
+@dataclass
+class NERStats:
+    prompts: int = 0
+    parse: ParseStats = field(default_factory=ParseStats)
+    verify_asked: int = 0
+    verify_rejected: int = 0
+    verify_unclear: int = 0
+    predicted: int = 0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["parse"] = self.parse.as_dict()
+        return d
+
+
+@dataclass
+class NERResult:
+    predictions: list[list[Span]]
+    stats: NERStats
+    raw: list[dict]  # per sentence: {"generated": {label or "all": text}, "verify": [...]}
+
+
+def default_max_new_tokens(tokens_batch: Sequence[Sequence[str]]) -> int:
+    """Room to copy the longest sentence plus markers (sub-word tokens are rarely under 2 chars)."""
+    longest = max((len(" ".join(t)) for t in tokens_batch), default=0)
+    return 24 + longest // 2
+
+
+def run_gpt_ner(
+    sentences: Sequence[Sequence[str]],
+    types: Sequence[EntityType],
+    backend: Backend,
+    pool: Sequence[Sentence] = (),
+    retriever: Retriever | None = None,
+    k: int = 0,
+    mode: str = "per_type",
+    verify: bool = False,
+    verify_k: int = 0,
+    chunk: int = 32,
+    progress: Callable[[str], None] | None = None,
+) -> NERResult:
+    """Predict entities of `types` for each token list in `sentences`."""
+    if mode not in MODES:
+        raise UserError(f"mode={mode!r}: choose one of {list(MODES)}")
+    if k > 0 and retriever is None:
+        raise UserError("k > 0 demonstrations need a retriever (random, sentence or entity)")
+    say = progress or (lambda msg: None)
+    n = len(sentences)
+    demos: list[list[Sentence]] = [[] for _ in range(n)]
+    if k > 0 and n:
+        say(f"retrieving {k} demos for {n} sentences")
+        for i, idx in enumerate(retriever.retrieve_many([list(t) for t in sentences], k)):
+            demos[i] = [pool[j] for j in reversed(idx)]
+
+    stats = NERStats()
+    raw: list[dict] = [{"generated": {}, "verify": []} for _ in range(n)]
+    found: list[set[Span]] = [set() for _ in range(n)]
+    by_label = {t.label: t for t in types}
+    # Similar lengths together: each chunk gets a generation budget fit for its longest sentence.
+    order = sorted(range(n), key=lambda i: len(" ".join(sentences[i])))
+    chunks = [order[c : c + chunk] for c in range(0, n, chunk)]
+    jobs = (
+        [(t, c) for t in types for c in chunks]
+        if mode == "per_type"
+        else [(None, c) for c in chunks]
+    )
+    for j, (etype, idx) in enumerate(jobs):
+        if etype is None:
+            prompts = [all_types_prompt(sentences[i], types, demos[i]) for i in idx]
+        else:
+            prompts = [ner_prompt(sentences[i], etype, demos[i]) for i in idx]
+        budget = default_max_new_tokens([sentences[i] for i in idx])
+        if etype is None:
+            budget += 4 * len(max(by_label, key=len))
+        outputs = backend.generate(prompts, budget, STOP)
+        stats.prompts += len(prompts)
+        for i, text in zip(idx, outputs):
+            if etype is None:
+                spans, ps = parse_typed(text, sentences[i], list(by_label))
+                raw[i]["generated"]["all"] = text
+            else:
+                spans, ps = parse_marked(text, sentences[i], etype.label)
+                raw[i]["generated"][etype.label] = text
+            stats.parse = stats.parse + ps
+            found[i].update(spans)
+        say(f"generated {j + 1}/{len(jobs)} chunks")
+
+    if verify:
+        _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say)
+    predictions = [sorted(f) for f in found]
+    stats.predicted = sum(len(p) for p in predictions)
+    return NERResult(predictions, stats, raw)
+
+
+def _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say) -> None:
+    asks = [(i, span) for i in range(len(sentences)) for span in sorted(found[i])]
+    if not asks:
+        return
+    say(f"verifying {len(asks)} entities")
+    prompts = []
+    for i, (s, e, label) in asks:
+        etype = by_label[label]
+        word = " ".join(sentences[i][s : e + 1])
+        prompts.append(
+            verify_prompt(sentences[i], word, etype, verify_demos(demos[i], etype, verify_k))
+        )
+    answers = backend.generate(prompts, 4)
+    stats.prompts += len(prompts)
+    stats.verify_asked += len(asks)
+    for (i, span), answer in zip(asks, answers):
+        verdict = parse_yes_no(answer)
+        raw[i]["verify"].append({"span": list(span), "answer": answer})
+        if verdict is False:
+            found[i].discard(span)
+            stats.verify_rejected += 1
+        elif verdict is None:
+            stats.verify_unclear += 1
