@@ -1,33 +1,54 @@
 """Atomic checkpoints: a directory is either complete (valid manifest) or ignored.
 
-    checkpoints/.tmp-step-N/   every rank writes its part (accelerate save_state: model,
-                               optimizer, RNG states of every rank, registered objects)
-    -> barrier -> rank 0 writes trainer_state.json, config.yaml, then manifest.json LAST
-       (step, world size, config hash, every file with its size), fsync
-    -> rename to checkpoints/step-N (atomic on one filesystem) -> prune old ones (keep_last)
+    checkpoints/.tmp-step-N/   every rank writes its part: accelerate `save_state` (model as
+                               safetensors, optimizer, engine shards) and rng_state_<rank>.json
+    -> barrier -> rank 0 writes trainer_state.json (step, data position, scheduler, totals),
+       config.yaml, then manifest.json LAST (step, world size, config hash, compat, files+sizes)
+    -> fsync, rename to checkpoints/step-N (atomic on one filesystem), fsync the parent
+    -> only now: prune (keep_last), drop invalid leftovers and steps of an abandoned timeline
 
 Invariant: `latest_checkpoint()` only returns directories named step-N whose manifest exists and
 whose files all exist with the recorded sizes; stale `.tmp-*` directories are removed at start;
-retention deletes old checkpoints only after the new one is committed.
+retention deletes old checkpoints only after the new one is committed; a checkpoint written
+under another world size / batch / model / data is refused before anything is loaded.
+
+Nothing here is unpickled: trainer state, scheduler state and RNG states are JSON; the model is
+safetensors; Accelerate loads the optimizer (and its own RNG copy) with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from sft.errors import UserError
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
+SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 
 
 def config_hash(resolved_yaml: str) -> str:
     return hashlib.sha256(resolved_yaml.encode()).hexdigest()[:16]
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of arrays (by bytes) and JSON-able values: identifies data or model shapes."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.tobytes() if isinstance(part, np.ndarray) else json.dumps(part).encode())
+    return h.hexdigest()[:16]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,9 +80,9 @@ def is_valid(ckpt: Path) -> bool:
         return False
     try:
         data = json.loads(man.read_text())
-        return all((ckpt / rel).is_file() and (ckpt / rel).stat().st_size == size
-                   for rel, size in data["files"].items())
-    except (ValueError, KeyError, OSError):
+        return bool(data["files"]) and all(
+            (ckpt / rel).is_file() and (ckpt / rel).stat().st_size == size for rel, size in data["files"].items())
+    except (ValueError, KeyError, OSError, AttributeError):
         return False
 
 
@@ -75,9 +96,11 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The newest valid checkpoint; invalid (truncated, manifest-less) ones are skipped loudly."""
     for p in reversed(list_checkpoints(ckpt_root)):
         if is_valid(p):
             return p
+        log.warning("skipping %s: incomplete checkpoint (missing manifest or a file of the wrong size)", p)
     return None
 
 
@@ -89,9 +112,37 @@ def remove_stale(ckpt_root: Path) -> list[Path]:
     return stale
 
 
+# ------------------------------------------------------------------------------------- RNG
+def capture_rng() -> dict:
+    """Every RNG this process draws from (python, numpy, torch CPU, CUDA), as plain JSON."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.json"
+
+
+# ------------------------------------------------------------------------------------- save
 def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config_yaml: str,
-                    keep_last: int) -> Path:
-    """Collective: every rank calls it. Returns the committed directory."""
+                    keep_last: int, compat: dict | None = None) -> Path:
+    """Collective: every rank calls it. Returns the committed directory (see the module docstring)."""
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
     if accelerator.is_main_process:
@@ -99,32 +150,105 @@ def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    _write_json(tmp / _rng_file(accelerator.process_index), capture_rng())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE, state)
         (tmp / "config.yaml").write_text(config_yaml)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         _write_json(tmp / MANIFEST, {"step": step, "world_size": accelerator.num_processes,
-                                     "config_hash": config_hash(config_yaml), "files": files})
+                                     "config_hash": config_hash(config_yaml), "compat": compat or {},
+                                     "files": files})
         _fsync_dir(tmp)
         if final.exists():  # a previous attempt committed this step already: replace it
             shutil.rmtree(final)
         tmp.rename(final)
         _fsync_dir(ckpt_root)
-        if keep_last > 0:
-            committed = [p for p in list_checkpoints(ckpt_root) if is_valid(p)]
-            for old in committed[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+        prune(ckpt_root, step, keep_last)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator, ckpt: Path, expect_world_size: int) -> dict:
-    """Restore model/optimizer/RNG (collective) and return the trainer state."""
-    man = json.loads((ckpt / MANIFEST).read_text())
-    if man["world_size"] != expect_world_size:
-        raise UserError(
-            f"checkpoint {ckpt} was written by {man['world_size']} process(es) but this run has "
-            f"{expect_world_size}: resume with the same number of processes, or start a new run_dir")
+def prune(ckpt_root: Path, step: int, keep_last: int) -> list[Path]:
+    """After step-`step` is committed: keep it and the newest keep_last-1 valid older ones.
+
+    Also removes invalid older directories and any step above `step` (a timeline abandoned by
+    resuming from an earlier checkpoint), so `latest` can never jump back onto it.
+    """
+    removed = []
+    older_valid = []
+    for p in list_checkpoints(ckpt_root):
+        s = step_of(p)
+        if s > step or (s < step and not is_valid(p)):
+            removed.append(p)
+        elif s < step:
+            older_valid.append(p)
+    if keep_last > 0:
+        removed += older_valid[:max(0, len(older_valid) - (keep_last - 1))]
+    for p in removed:
+        log.info("removing checkpoint %s", p)
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+# ------------------------------------------------------------------------------------- load
+def read_manifest(ckpt: Path) -> dict:
+    return json.loads((ckpt / MANIFEST).read_text())
+
+
+def check_compatible(ckpt: Path, saved: dict, current: dict) -> None:
+    """Refuse (one line) a checkpoint written under a different world size, batch, model or data."""
+    for key, value in current.items():
+        if key in saved and saved[key] != value:
+            raise UserError(f"cannot resume from {ckpt}: it was written with {key}={saved[key]!r} but this run "
+                            f"has {key}={value!r}; rerun with the same setting, or use a new run_dir "
+                            "(or train.resume_from=none)")
+
+
+def load_checkpoint(accelerator, ckpt: Path, compat: dict) -> dict:
+    """Check compatibility, then restore model/optimizer/RNG (collective); return the trainer state."""
+    man = read_manifest(ckpt)
+    check_compatible(ckpt, {"world_size": man["world_size"], **man.get("compat", {})}, compat)
     accelerator.load_state(str(ckpt))
+    restore_rng(json.loads((ckpt / _rng_file(accelerator.process_index)).read_text()))
     return json.loads((ckpt / STATE).read_text())
+
+
+# ------------------------------------------------------------------------------------- run files
+def truncate_step_log(path: Path, keep_through_step: int) -> int:
+    """Drop the lines of a JSONL step log whose "step" is above `keep_through_step`.
+
+    A killed run may have logged steps after its last checkpoint; the resumed run logs them
+    again, so after truncation every step appears exactly once. Returns the lines dropped.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            step = json.loads(line).get("step", 0)
+        except ValueError:  # a line cut by the kill
+            dropped += 1
+            continue
+        if step <= keep_through_step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        tmp.replace(path)
+    return dropped
+
+
+def secret_values(environ: dict | None = None) -> dict[str, str]:
+    """Values of environment variables that look like credentials (W&B key, hub tokens, ...)."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if SECRET_ENV.search(k) and len(v) >= 8}
+
+
+def redact_secrets(text: str, environ: dict | None = None) -> str:
+    """`text` with every credential value from the environment replaced by `<redacted:NAME>`."""
+    for name, value in sorted(secret_values(environ).items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, f"<redacted:{name}>")
+    return text

@@ -39,8 +39,10 @@ def compose(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _one_line(e: Exception) -> str:
+def _one_line(e: BaseException) -> str:
     msg = str(e).strip()
+    if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
+        msg = f"{msg}\n{e.__cause__}"
     m = re.search(r"Could not find '([^/']+)/([^']+)'", msg)
     if m:
         group, opt = m.groups()

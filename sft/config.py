@@ -190,7 +190,6 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     wandb: bool = False
-    compare_exact_match: int = 0  # demo data: exact-match accuracy on N unseen prompts, before and after
     record_samples: bool = False  # write the pieces of every step to run_dir/samples/ (resume tests)
 
     def __post_init__(self) -> None:

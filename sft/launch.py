@@ -4,6 +4,7 @@
     python -m sft.launch slurm-args --args-only                              # accelerate args only
     python -m sft.launch run-dir [-- OVERRIDES...]        # outputs/<experiment>/slurm-<job id>
     python -m sft.launch sweep collator=padding,packing model=tiny   # one line per job
+    python -m sft.launch trainer-exit RUN_DIR --since EPOCH_S   # exit code in a fresh summary.json
 
 Invariant: every node of a job computes the same world (node count, main address, port, processes
 per node) from the job's SLURM variables alone, so the nodes meet without talking to each other
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import re
 import shlex
@@ -31,7 +33,6 @@ from sft.errors import UserError, exit_on_user_error
 
 PORT_BASE = 20000  # derived ports fall in [20000, 30000): below Linux's ephemeral range (32768+)
 PORT_SPAN = 10000
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: pre-empted, checkpoint saved, requeue me
 ACCELERATE_DIR = Path("launch") / "accelerate"
 DISTRIBUTED_NAMES = ("single", "ddp", "zero3", "zero3_offload", "fsdp2")
 
@@ -344,6 +345,22 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)]
 
 
+def recorded_exit_code(run_dir: Path, since: float) -> int | None:
+    """The exit code the trainer wrote to run_dir/summary.json at or after `since` (epoch seconds).
+
+    None when there is no such summary (not written, unreadable, or left by an earlier attempt).
+    The batch script requeues on 75 from here: through torchrun every worker exit becomes 1.
+    """
+    path = Path(run_dir) / "summary.json"
+    try:
+        if path.stat().st_mtime < since:
+            return None
+        code = json.loads(path.read_text()).get("exit_code")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
+
+
 def scontrol_hostnames(nodelist: str) -> list[str]:
     """Expand a node list with `scontrol show hostnames` when SLURM is installed, else in Python."""
     if shutil.which("scontrol"):
@@ -428,6 +445,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="outputs", help="folder holding <experiment>/ folders")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=, run_dir= are read)")
 
+    p = sub.add_parser("trainer-exit", help="print the exit code the trainer recorded in summary.json "
+                                            "since a time (nothing if none)")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--since", type=float, default=0.0, help="ignore summaries older than this (epoch s)")
+
     p = sub.add_parser("sweep", help="print one shell-quoted override line per sweep job")
     p.add_argument("overrides", nargs="+", help="key=v1,v2 ... (comma lists are swept)")
     return parser
@@ -442,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_cmd_slurm_args(ns, env))
     elif ns.command == "run-dir":
         print(run_dir_for_job(env, ns.overrides, ns.root))
+    elif ns.command == "trainer-exit":
+        code = recorded_exit_code(Path(ns.run_dir), ns.since)
+        print("" if code is None else code)
     else:
         for job in expand_sweep(ns.overrides):
             print(shlex.join(job))

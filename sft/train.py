@@ -10,6 +10,7 @@ stderr), 3 too many non-finite steps, 4 out of memory, 75 pre-empted with a chec
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -25,17 +26,39 @@ from sft.errors import UserError  # noqa: E402
 _exit_code = 0
 
 
+def _record(fn):
+    """torch elastic's @record (imported lazily: the config pre-check stays fast): an uncaught error
+    is written to the launcher's error file, so its summary names the failing rank and the cause."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(fn)(*args, **kwargs)
+
+    return wrapper
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+@_record
 def run(cfg: DictConfig) -> None:
     global _exit_code
+    import torch
+    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
     from sft.config import to_job_config
-    from sft.trainer import Recipe, resolved_yaml
+    from sft.trainer import EXIT_OOM, Recipe, resolved_yaml
 
     try:
         recipe = Recipe(to_job_config(cfg), resolved_yaml(cfg))
         try:
             recipe.setup()
             _exit_code = recipe.train()
+        except (torch.OutOfMemoryError, MemoryError):
+            msg = recipe.oom_message()
+            print(f"error: {msg}", file=sys.stderr, flush=True)
+            get_error_handler().record_exception(RuntimeError(msg))  # the launcher's summary shows it
+            _exit_code = EXIT_OOM
         finally:
             recipe.close()
     except UserError as e:

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ from sft.errors import UserError
 from sft.loss import count_units, micro_batch_loss
 from sft.metrics import MetricsWriter
 from sft.models.build import apply_lora, load_model, load_tokenizer, resolve_attn_implementation
-from sft.startup import check_setup, env_world_size
+from sft.startup import check_setup, check_wrapped, deepspeed_offload, env_world_size
 
 log = logging.getLogger("sft")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and rerun
@@ -55,6 +56,7 @@ class Recipe:
 
     # ----------------------------------------------------------------------------- setup
     def setup(self) -> None:
+        self._install_signal_handlers()  # first: a SIGTERM during setup is honoured at step 1
         self._setup_accelerator()
         self._setup_model()
         self._setup_data()
@@ -76,12 +78,15 @@ class Recipe:
         self.accelerator = acc = Accelerator(
             gradient_accumulation_steps=cfg.train.grad_accum,
             mixed_precision="bf16" if cfg.model.dtype == "bf16" else ("fp16" if cfg.model.dtype == "fp16" else "no"),
-            kwargs_handlers=handlers, cpu=not cuda)
+            # cpu=True would make Accelerate drop DeepSpeed; DeepSpeed finds the CPU by itself
+            kwargs_handlers=handlers, cpu=not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true")
         ds = acc.state.deepspeed_plugin
         zero_stage = int(ds.zero_stage) if ds is not None else 0
         check_setup(expected=cfg.distributed.name, expect_processes=cfg.distributed.expect_processes,
                     expect_zero_stage=cfg.distributed.zero_stage, distributed_type=acc.distributed_type.value,
-                    num_processes=acc.num_processes, zero_stage=zero_stage, env_world_size=env_world_size())
+                    num_processes=acc.num_processes, zero_stage=zero_stage, env_world_size=env_world_size(),
+                    cuda=cuda, offload=deepspeed_offload(ds.deepspeed_config) if ds is not None else None,
+                    use_cpu_env=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
         if ds is not None:  # one value in one place: our config owns batch sizes and clipping
             conf = ds.deepspeed_config
             conf["train_micro_batch_size_per_gpu"] = cfg.train.micro_batch_size
@@ -103,6 +108,10 @@ class Recipe:
             self.attn = "sdpa" if self.attn == "varlen" else self.attn
         with self.accelerator.main_process_first():
             self.tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code)
+        # ZeRO-3 init partitions weights with collectives while they are built: all ranks build together
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        together = is_deepspeed_zero3_enabled()
+        with contextlib.nullcontext() if together else self.accelerator.main_process_first():
             self.model = load_model(
                 m.name_or_path, arch=m.arch, dtype=m.dtype, attn_implementation=self.attn,
                 gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code,
@@ -163,6 +172,7 @@ class Recipe:
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         self.model, self.optimizer = acc.prepare(self.model, opt)
+        check_wrapped(self.cfg.distributed.name, self.world, [c.__name__ for c in type(self.model).__mro__])
         warmup = int(o.warmup_ratio * self.total_steps)
         total, kind, floor = self.total_steps, o.schedule, o.min_lr_ratio
 
@@ -176,13 +186,17 @@ class Recipe:
             return floor + (1 - floor) * f
 
         base = getattr(self.optimizer, "optimizer", self.optimizer)
+        while not isinstance(base, torch.optim.Optimizer):  # DeepSpeed's ZeRO wrapper holds the AdamW
+            base = base.optimizer
         # stepped by us once per optimizer step (Accelerate's wrapper would step it once per process)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(base, factor)
-        acc.register_for_checkpointing(self.scheduler)
+        # its state travels as JSON in trainer_state.json (save/_resume), not through
+        # register_for_checkpointing: Accelerate unpickles custom objects with weights_only=False
 
     def _setup_outputs(self) -> None:
         acc = self.accelerator
         self.ckpt_root = self.run_dir / "checkpoints"
+        self.config_yaml = ckpt.redact_secrets(self.config_yaml)  # no token reaches config.yaml/checkpoints
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(self.config_yaml)
@@ -195,29 +209,41 @@ class Recipe:
                        "skipped_steps": 0, "train_s": 0.0}
 
     def _resume(self) -> None:
-        r = self.cfg.train.resume_from
-        if r == "none":
-            return
-        path = ckpt.latest_checkpoint(self.ckpt_root) if r == "latest" else Path(r)
-        if path is None:
-            return
-        if not ckpt.is_valid(path):
+        r, acc = self.cfg.train.resume_from, self.accelerator
+        path = ckpt.latest_checkpoint(self.ckpt_root) if r == "latest" else (None if r == "none" else Path(r))
+        if path is not None and not ckpt.is_valid(path):
             raise UserError(f"train.resume_from={r}: {path} is not a complete checkpoint (no valid manifest)")
-        state = ckpt.load_checkpoint(self.accelerator, path, self.world)
-        for key in ("micro_batch_size", "grad_accum", "collator", "model", "seed"):
-            if state["compat"][key] != self._compat()[key]:
-                raise UserError(f"cannot resume {path}: it was written with {key}={state['compat'][key]!r}, "
-                                f"this run has {self._compat()[key]!r}; use the same setting or a new run_dir")
-        self.step = state["step"]
-        self.totals = state["totals"]
-        if self.accelerator.is_main_process:
-            print(f"[sft] resumed from {path} at step {self.step}", flush=True)
+        if path is not None:
+            state = ckpt.load_checkpoint(acc, path, self._compat())  # refuses another world/batch/model/data
+            self.step = state["step"]
+            self.totals = state["totals"]
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state["epoch"] >= 0 and self.step < self.total_steps and \
+                    list(self.locate(self.step)) != [state["epoch"], state["step_in_epoch"]]:
+                raise UserError(f"cannot resume from {path}: its data position (epoch {state['epoch']}, step "
+                                f"{state['step_in_epoch']}) differs from this run's plan; use a new run_dir")
+            if acc.is_main_process:
+                print(f"[sft] resumed from {path} at step {self.step}", flush=True)
+        # one line per step: drop what a killed run logged after the checkpoint we restart from
+        keep = self.step if path is not None else -1
+        if acc.is_main_process:
+            ckpt.truncate_step_log(self.run_dir / "metrics.jsonl", keep)
+        ckpt.truncate_step_log(self.run_dir / "samples" / f"rank{self.rank}.jsonl", keep)
 
     def _compat(self) -> dict:
-        c = self.cfg
-        return {"micro_batch_size": c.train.micro_batch_size, "grad_accum": c.train.grad_accum,
-                "collator": f"{c.collator.name}/{c.collator.strategy}", "model": c.model.name_or_path,
-                "seed": c.seed}
+        """What must match for a checkpoint to resume exactly (checked before anything is loaded)."""
+        c, acc = self.cfg, self.accelerator
+        ds = acc.state.deepspeed_plugin
+        model = acc.unwrap_model(self.model)
+        shapes = [(n, list(getattr(p, "ds_shape", p.shape))) for n, p in model.named_parameters()]
+        if not hasattr(self, "_data_fingerprint"):
+            self._data_fingerprint = ckpt.fingerprint(self.data.train, len(self.data.tokens.ids))
+        return {"world_size": self.world,
+                "engine": acc.distributed_type.value + (f"/zero{ds.zero_stage}" if ds is not None else ""),
+                "micro_batch_size": c.train.micro_batch_size, "grad_accum": c.train.grad_accum,
+                "collator": f"{c.collator.name}/{c.collator.strategy}/{self.capacity}",
+                "model": c.model.name_or_path, "model_shapes": ckpt.fingerprint(shapes),
+                "data": self._data_fingerprint, "seed": c.seed}
 
     # ----------------------------------------------------------------------------- loop
     def locate(self, step: int) -> tuple[int, int]:
@@ -248,12 +274,17 @@ class Recipe:
             self.evaluate()
         bad_in_row = 0
         exit_code = 0
+        faults = _test_faults()
         self.model.train()
         while self.step < self.total_steps:
             t0 = time.perf_counter()
             epoch, idx = self.locate(self.step)
             plan = self.plan(epoch)
+            fault = faults.get((self.step + 1, self.rank), faults.get((self.step + 1, None)))
             mbs = [self.collate(rows, self.data.tokens.ids, self.labels_of) for rows in plan.steps[idx][self.rank]]
+            if any(m.targets == 0 for _, m in mbs):  # the data pipeline guarantees it; never feed the loss 0/0
+                raise RuntimeError(f"step {self.step + 1}: a micro-batch without any supervised target token "
+                                   f"(pieces {[m.piece_ids for _, m in mbs if m.targets == 0]})")
             units_local = sum(count_units(m.targets, len(m.piece_ids), norm) for _, m in mbs)
             g_units, g_tokens, g_pads, g_samples, g_targets = self._all_reduce([
                 units_local, sum(m.tokens for _, m in mbs), sum(m.pad_tokens for _, m in mbs),
@@ -265,24 +296,35 @@ class Recipe:
                 acc.sync_gradients = last
                 ctx = contextlib.nullcontext() if last else acc.no_sync(self.model)
                 with ctx, acc.autocast():
+                    if fault == "oom":
+                        raise torch.OutOfMemoryError("out of memory (injected by SFT_TEST_FAULT)")
                     unit_sum, _ = micro_batch_loss(self.model, self._to_device(batch), norm)
+                    if fault == "nan":
+                        unit_sum = unit_sum * float("nan")
                     acc.backward(unit_sum * scale)
                 loss_local += unit_sum.detach().double()
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 \
                 else torch.tensor(0.0)
-            loss_sum, stop_votes = self._all_reduce([float(loss_local), float(self.stop_requested)])
+            if fault == "stall":  # a hung rank: the others must fail at the process-group timeout
+                time.sleep(3600)
+            # one collective agrees on the loss, a pre-emption request and which ranks saw a non-finite loss
+            bad_local = not math.isfinite(float(loss_local))
+            reduced = self._all_reduce([float(loss_local), float(self.stop_requested)] +
+                                       [float(bad_local and r == self.rank) for r in range(self.world)])
+            loss_sum, stop_votes = reduced[0], reduced[1]
             loss = loss_sum / g_units
             gnorm = float(grad_norm) if grad_norm is not None else float("nan")
             finite = math.isfinite(loss) and math.isfinite(gnorm)
             if finite:
                 self.optimizer.step()
                 bad_in_row = 0
-            else:
+            else:  # every rank skips the update; step, schedule and data position still advance
                 self.totals["skipped_steps"] += 1
                 bad_in_row += 1
-                ids = [self.data.tokens.row_ids[int(self.data.train[p, 0])] for _, m in mbs for p in m.piece_ids]
-                log.error("step %d: non-finite loss=%s grad_norm=%s on rank %d; update skipped; samples %s",
-                          self.step + 1, loss, gnorm, self.rank, ids[:8])
+                bad_ranks = [r for r, v in enumerate(reduced[2:]) if v > 0] or list(range(self.world))
+                self._last_bad = (self.step + 1, bad_ranks, self._sample_ids(plan.steps[idx], bad_ranks))
+                log.error("step %d: non-finite loss=%s grad_norm=%s (ranks %s); update skipped; samples %s",
+                          self.step + 1, loss, gnorm, bad_ranks, self._last_bad[2][:8])
             self.optimizer.zero_grad(set_to_none=True)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
@@ -296,8 +338,13 @@ class Recipe:
             if t.eval_every and self.step % t.eval_every == 0:
                 self.evaluate()
             if bad_in_row >= t.max_bad_steps:
-                log.error("aborting: %d non-finite steps in a row (last at step %d, rank %d); the last good "
-                          "checkpoint is intact", bad_in_row, self.step, self.rank)
+                if acc.is_main_process:
+                    step, ranks, ids = self._last_bad
+                    last = ckpt.latest_checkpoint(self.ckpt_root)
+                    print(f"error: aborting at step {step}: {bad_in_row} non-finite steps in a row "
+                          f"(train.max_bad_steps={t.max_bad_steps}); non-finite loss on rank(s) {ranks}, samples "
+                          f"{ids[:8]}; last good checkpoint: {last if last else 'none'} (intact)",
+                          file=sys.stderr, flush=True)
                 exit_code = EXIT_BAD_STEPS
                 break
             if stop_votes > 0:
@@ -339,6 +386,11 @@ class Recipe:
         if not finite:
             row["skipped"] = True
         self.metrics.log(row)
+
+    def _sample_ids(self, step_plan, ranks: list[int]) -> list[str]:
+        """Where the samples of the given ranks in one step come from (file:line), from the shared plan."""
+        pieces = sorted({p for r in ranks for mb in step_plan[r] for row in mb for _, _, p in row})
+        return [self.data.tokens.row_ids[int(self.data.train[p, 0])] for p in pieces]
 
     def _record_samples(self, mbs) -> None:
         d = self.run_dir / "samples"
@@ -382,9 +434,9 @@ class Recipe:
     def save(self) -> None:
         epoch, idx = self.locate(self.step) if self.step < self.total_steps else (-1, -1)
         state = {"step": self.step, "epoch": epoch, "step_in_epoch": idx, "seed": self.cfg.seed,
-                 "totals": self.totals, "compat": self._compat()}
+                 "totals": self.totals, "scheduler": self.scheduler.state_dict()}
         ckpt.save_checkpoint(self.accelerator, self.ckpt_root, self.step, state, self.config_yaml,
-                             self.cfg.train.keep_last)
+                             self.cfg.train.keep_last, compat=self._compat())
 
     def export_final(self) -> None:
         acc = self.accelerator
@@ -447,11 +499,67 @@ class Recipe:
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)
 
+    def oom_message(self) -> str:
+        """One actionable line for an out-of-memory error on this rank (see `oom_advice`)."""
+        c, acc = self.cfg, getattr(self, "accelerator", None)
+        ds = acc.state.deepspeed_plugin if acc is not None else None
+        zero = ds.deepspeed_config.get("zero_optimization", {}) if ds is not None else {}
+        offload = "/".join(sorted({str(zero.get(k, {}).get("device", "none"))
+                                   for k in ("offload_optimizer", "offload_param")})) if zero else "none"
+        return oom_advice(rank=getattr(self, "rank", 0), step=getattr(self, "step", 0) + 1,
+                          micro_batch_size=c.train.micro_batch_size, grad_accum=c.train.grad_accum,
+                          collator=c.collator.name, pack_length=c.collator.pack_length or c.data.max_length,
+                          zero_stage=int(zero.get("stage", 0)) if zero else 0, offload=offload,
+                          gradient_checkpointing=c.model.gradient_checkpointing,
+                          cuda=bool(getattr(self, "cuda", False)))
+
     def close(self) -> None:
         if hasattr(self, "accelerator"):
             self.accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def oom_advice(*, rank: int, step: int, micro_batch_size: int, grad_accum: int, collator: str, pack_length: int,
+               zero_stage: int, offload: str, gradient_checkpointing: bool, cuda: bool) -> str:
+    """What ran out of memory and the knobs to turn, cheapest first, in one line."""
+    rows = f"{micro_batch_size} packs of {pack_length} tokens" if collator == "packing" else \
+        f"{micro_batch_size} samples of up to {pack_length} tokens"
+    tips = []
+    if not gradient_checkpointing:
+        tips.append("model.gradient_checkpointing=true")
+    if micro_batch_size > 1:
+        tips.append(f"train.micro_batch_size={micro_batch_size // 2} train.grad_accum={grad_accum * 2} "
+                    "(same global batch)")
+    tips.append(f"{'collator.pack_length' if collator == 'packing' else 'data.max_length'}={max(pack_length // 2, 1)}")
+    if zero_stage < 3:
+        tips.append("distributed=zero3 (shards weights, gradients and optimizer state)")
+    elif offload == "none":
+        tips.append("distributed=zero3_offload (optimizer state in CPU memory)")
+    memory = ""
+    if cuda and torch.cuda.is_available():
+        dev = torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(dev)
+        memory = (f"; cuda:{dev} {(total - free) / 2**30:.1f} of {total / 2**30:.1f} GiB in use, peak allocated "
+                  f"{torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB")
+    return (f"out of memory on rank {rank} at step {step}: micro-batch of {rows}, ZeRO stage {zero_stage}, offload "
+            f"{offload}, gradient_checkpointing={str(gradient_checkpointing).lower()}{memory}; try "
+            + ", or ".join(tips))
+
+
+def _test_faults() -> dict[tuple[int, int | None], str]:
+    """Test-only fault injection: SFT_TEST_FAULT="nan@3,4;oom@2;stall@5:1" (kind@steps[:rank]).
+
+    nan poisons the loss, oom raises torch.OutOfMemoryError, stall hangs the rank; the
+    reliability tests use it to prove the NaN, OOM and process-group-timeout paths.
+    """
+    faults: dict[tuple[int, int | None], str] = {}
+    for item in filter(None, os.environ.get("SFT_TEST_FAULT", "").split(";")):
+        kind, _, where = item.partition("@")
+        steps, _, rank = where.partition(":")
+        for s in steps.split(","):
+            faults[(int(s), int(rank) if rank else None)] = kind
+    return faults
 
 
 def _peak_memory_mb(cuda: bool) -> float:

@@ -2,14 +2,12 @@
 # One launcher per node, started by train.sbatch as `srun --ntasks-per-node=1 node.sh OVERRIDES...`.
 #
 # Builds this node's command with `python -m sft.launch slurm-args` (SLURM_NODEID differs per
-# node, so it must run here, inside the step) and runs it. Exit code 75 means "pre-empted,
-# checkpoint saved, requeue me": the trainer's own code when it runs directly (one process), and
-# this script's translation when a SIGTERM reached the step and the launcher then failed (the
-# torchrun agent inside `accelerate launch` reports any worker exit as 1).
+# node, so it must run here, inside the step), runs it and exits with its exit code.
 #
-# SIGTERM plan: Slurm signals every process of the step itself (the torchrun agent, which also
-# forwards it to its workers, and the workers directly), so this script only records the signal
-# and keeps waiting; forwarding it again would hit the agent twice and cut its graceful shutdown.
+# SIGTERM: Slurm signals every process of the step itself (the torchrun agent, which also forwards
+# it to its workers, and the workers directly). This script only notes it and keeps waiting: if it
+# died at once, its task would end and slurmstepd would kill the workers while they save; if it
+# forwarded the signal, the agent would get it twice and cut its graceful shutdown short.
 set -uo pipefail
 
 : "${SFT_PYTHON:?set SFT_PYTHON (train.sbatch does)}"
@@ -21,8 +19,7 @@ cmd_text=$("$SFT_PYTHON" -m sft.launch slurm-args "${ppn_args[@]}" \
 eval "cmd=($cmd_text)"
 echo "[sft node ${SLURM_NODEID}/${SLURM_JOB_NUM_NODES} $(hostname)] ${cmd_text}"
 
-preempted=0
-trap 'preempted=1; echo "[sft node ${SLURM_NODEID}] SIGTERM: waiting for the checkpoint"' TERM
+trap 'echo "[sft node ${SLURM_NODEID}] SIGTERM: waiting for the launcher to finish"' TERM
 "${cmd[@]}" &
 child=$!
 rc=0
@@ -31,9 +28,4 @@ while :; do
     rc=$?
     kill -0 "$child" 2>/dev/null || break  # a trap interrupted `wait`: the launcher still runs
 done
-
-if [[ $preempted -eq 1 && $rc -ne 0 ]]; then
-    echo "[sft node ${SLURM_NODEID}] launcher exited $rc after SIGTERM: reporting 75 (requeue)"
-    rc=75
-fi
 exit "$rc"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,11 @@ class PreparedData:
 
 
 def _cache_dir() -> Path:
+    import os
+
     from sft.models.smollm2 import cache_root
 
-    return cache_root() / "tokenized"
+    return Path(os.environ.get("SFT_CACHE_TOKENIZED", cache_root() / "tokenized"))
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -124,8 +127,10 @@ def _tokenize_rows(messages: list[list[dict]], tokenizer, train_on: str, num_pro
 
 
 def _apply_overlong(lengths: np.ndarray, mask: np.ndarray, offsets: np.ndarray, max_length: int,
-                    policy: str, rows: np.ndarray, where: list[str], report: DataReport) -> np.ndarray:
-    """Pieces (row, start, end) for the given rows under the overlong policy."""
+                    policy: str, rows: np.ndarray, where: list[str], report: DataReport,
+                    bad: list[BadRow]) -> np.ndarray:
+    """Pieces (row, start, end) for the given rows under the overlong policy; a row left without
+    any supervised token is appended to `bad` (it counts against data.max_bad_fraction)."""
     pieces = []
     for r in rows:
         a, n = int(offsets[r]), int(lengths[r])
@@ -148,10 +153,33 @@ def _apply_overlong(lengths: np.ndarray, mask: np.ndarray, offsets: np.ndarray, 
                 pieces.append((r, s, e))
                 kept += 1
         if kept == 0:
-            report.add("no_supervised_tokens", where[r])
+            bad.append(BadRow(where[r], "no_supervised_tokens",
+                              f"no trained token within data.max_length={max_length} (data.overlong={policy})"))
         elif kept < len(cand):
             report.counts["split_fragments_without_target"] += len(cand) - kept
     return np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
+
+
+def _position(where: str) -> tuple[str, int]:
+    """("file", line) from "file:line" or "source[index]", for ordering bad rows as they appear."""
+    m = re.match(r"^(.*?)(?::(\d+)|\[(\d+)\])$", where)
+    return (m.group(1), int(m.group(2) or m.group(3))) if m else (where, 0)
+
+
+def _check_bad(bad: list[BadRow], rows_read: int, max_bad_fraction: float, sources: list[str]) -> None:
+    """Raise one line naming the first bad row (file:line) once the bad fraction exceeds the limit."""
+    if not bad or len(bad) / max(rows_read, 1) <= max_bad_fraction:
+        return
+
+    def order(b: BadRow) -> tuple[int, int]:
+        src, n = _position(b.where)
+        return (sources.index(src) if src in sources else len(sources), n)
+
+    first = min(bad, key=order)
+    raise UserError(
+        f"{first.where}: bad row ({first.reason}{': ' + first.detail if first.detail else ''}); "
+        f"{len(bad)} bad row(s) of {rows_read} so far exceed data.max_bad_fraction={max_bad_fraction}: "
+        "fix the data or raise data.max_bad_fraction to skip bad rows (counted in data_report.json)")
 
 
 def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto", val_path: str = "",
@@ -182,6 +210,8 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
         except RowError as e:
             bad.append(BadRow(row["_where"], e.reason, e.detail))
     report.rows_read = len(raw.rows) + len(raw.bad)
+    sources = [raw.source] + ([val_raw.source] if val_path else [])
+    _check_bad(bad, report.rows_read, max_bad_fraction, sources)  # fail early: the count only grows
     if not msgs:
         raise UserError(f"no usable rows in {raw.source}" + (f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else ""))
 
@@ -194,17 +224,7 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
             bad.append(BadRow(where[i], err))
         else:
             keep.append(i)
-    for b in bad:
-        report.add(b.reason, b.where)
-    n_bad = len(bad)
-    if n_bad and n_bad / max(report.rows_read, 1) > max_bad_fraction:
-        first = bad[0]
-        raise UserError(
-            f"{first.where}: bad row ({first.reason}{': ' + first.detail if first.detail else ''}); "
-            f"{n_bad} bad row(s) of {report.rows_read} exceed data.max_bad_fraction={max_bad_fraction}: "
-            "fix the data or raise data.max_bad_fraction to skip them")
-    if n_bad:
-        log.warning("skipped %d bad row(s): %s", n_bad, dict(Counter(b.reason for b in bad)))
+    _check_bad(bad, report.rows_read, max_bad_fraction, sources)
 
     lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
     offsets = np.zeros(len(keep) + 1, dtype=np.int64)
@@ -225,8 +245,15 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
         val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     else:
         train_rows, val_rows = rows, rows[:0]
-    train = _apply_overlong(lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report)
-    val = _apply_overlong(lengths, tokens.mask, offsets, max_length, "truncate", val_rows, kept_where, DataReport())
+    train = _apply_overlong(lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report, bad)
+    val = _apply_overlong(lengths, tokens.mask, offsets, max_length, "truncate", val_rows, kept_where, DataReport(),
+                          bad)
+    _check_bad(bad, report.rows_read, max_bad_fraction, sources)
+    for b in bad:
+        report.add(b.reason, b.where)
+    if bad:
+        log.warning("skipped %d bad row(s): %s (examples in data_report.json)", len(bad),
+                    dict(Counter(b.reason for b in bad)))
     if len(train) == 0:
         raise UserError(f"no training sample left in {raw.source} after filtering: {dict(report.counts)}")
     report.counts["train_pieces"] = len(train)

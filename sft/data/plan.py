@@ -8,7 +8,8 @@ computes the same plan without communication and a resumed run rebuilds it exact
       packing (bfd|ffd|first_fit_shuffle|next_fit): pack(lengths) -> rows of whole pieces
       packing random_concat: shuffle, concatenate, cut every `capacity` tokens -> rows of fragments
     -> steps of world_size x grad_accum micro-batches, dealt to ranks largest-first in snake order
-       so every rank gets the same number of micro-batches and similar token counts.
+       (starting one rank further every step) so every rank gets the same number of
+       micro-batches and similar token counts, per step and over the epoch.
 
 A segment is (a, b, piece): tokens a:b of the flat arrays, from piece `piece`.
 
@@ -91,14 +92,19 @@ def build_rows(pieces: np.ndarray, mask: np.ndarray, *, kind: str, capacity: int
     return [rows[i] for i in order], 0
 
 
-def _deal(micro_batches: list[MicroBatch], world_size: int) -> list[list[MicroBatch]]:
-    """Deal micro-batches to ranks, largest first in snake order (equal counts, balanced tokens)."""
+def _deal(micro_batches: list[MicroBatch], world_size: int, rotate: int = 0) -> list[list[MicroBatch]]:
+    """Deal micro-batches to ranks, largest first in snake order (equal counts, balanced tokens).
+
+    The snake starts at rank `rotate % world_size` (the step index), so no rank always gets the
+    largest micro-batch of every step.
+    """
     sizes = [sum(_row_tokens(r) for r in mb) for mb in micro_batches]
     order = sorted(range(len(micro_batches)), key=lambda i: (-sizes[i], i))
     ranks: list[list[MicroBatch]] = [[] for _ in range(world_size)]
     for k, i in enumerate(order):
         lap, pos = divmod(k, world_size)
-        ranks[pos if lap % 2 == 0 else world_size - 1 - pos].append(micro_batches[i])
+        slot = pos if lap % 2 == 0 else world_size - 1 - pos
+        ranks[(slot + rotate) % world_size].append(micro_batches[i])
     return ranks
 
 
@@ -117,7 +123,7 @@ def plan_epoch(pieces: np.ndarray, mask: np.ndarray, *, kind: str, micro_batch_s
     for s in range(n_full):
         step_rows = rows[s * per_step_rows:(s + 1) * per_step_rows]
         mbs = [step_rows[i:i + micro_batch_size] for i in range(0, len(step_rows), micro_batch_size)]
-        steps.append(_deal(mbs, world_size))
+        steps.append(_deal(mbs, world_size, rotate=s))
     tail = rows[n_full * per_step_rows:]
     dropped_tail = 0
     if tail:

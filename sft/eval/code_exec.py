@@ -26,12 +26,17 @@ TIMEOUT_S = 10.0
 MEMORY_LIMIT_BYTES = 4 * 1024**3
 
 
-def _limit_resources() -> None:  # runs in the child before exec
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
-    cpu = int(TIMEOUT_S) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+def _launcher(cpu_s: int) -> str:
+    """`python -c` code that caps memory and CPU time, then runs program.py as __main__."""
+    return (
+        "import resource, runpy\n"
+        "try:\n"
+        f"    resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT_BYTES}, {MEMORY_LIMIT_BYTES}))\n"
+        f"    resource.setrlimit(resource.RLIMIT_CPU, ({cpu_s}, {cpu_s}))\n"
+        "except (ValueError, OSError):\n"
+        "    pass\n"
+        "runpy.run_path('program.py', run_name='__main__')\n"
+    )
 
 
 def program_passes(program: str, timeout_s: float = TIMEOUT_S) -> bool:
@@ -44,13 +49,12 @@ def program_passes(program: str, timeout_s: float = TIMEOUT_S) -> bool:
         path = Path(work) / "program.py"
         path.write_text(program, encoding="utf-8")
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(path)],
+            [sys.executable, "-I", "-c", _launcher(int(timeout_s) + 1)],
             cwd=work,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
-            preexec_fn=_limit_resources if os.name == "posix" else None,
             start_new_session=True,
         )
         try:

@@ -13,7 +13,8 @@ Model target, from the path given to `sft-eval` or `evaluate()`:
 | any HF model dir or hub id          | itself                     | `--out` (required)            |
 
 Invariant: `locate()` never guesses an output folder for a bare model; the tokenizer comes from
-the model folder when it has one, else from the checkpoint folder, else from `RUN_DIR/final`.
+the model folder when it has one, else the checkpoint folder or its `tokenizer/`, else
+`RUN_DIR/final`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def locate(path: str | os.PathLike) -> EvalTarget:
         model = p / "model"
         if p.parent.name == "checkpoints":
             run = p.parent.parent
-            return EvalTarget(str(model), _tokenizer_for(model, [p], run), run / "eval" / p.name, run)
+            return EvalTarget(
+                str(model), _tokenizer_for(model, [p], run), run / "eval" / p.name, run
+            )
         return EvalTarget(str(model), _tokenizer_for(model, [p], None), p / "eval", None)
     if is_model_dir(p):
         run = p.parent if p.name == "final" and _looks_like_run_dir(p.parent) else None
@@ -96,11 +99,13 @@ def locate(path: str | os.PathLike) -> EvalTarget:
 
 
 def _tokenizer_for(model: Path, extra: list[Path], run: Path | None) -> str:
-    candidates = [model, *extra, *([run / "final"] if run is not None else [])]
+    """The first folder with tokenizer files: model, checkpoint, checkpoint/tokenizer, run/final."""
+    candidates = [model]
+    for c in extra:
+        candidates += [c, c / "tokenizer"]
+    if run is not None:
+        candidates.append(run / "final")
     for c in candidates:
         if has_tokenizer(c):
             return str(c)
-    for c in extra:
-        if has_tokenizer(c / "tokenizer"):
-            return str(c / "tokenizer")
     return str(model)

@@ -71,8 +71,8 @@ def resolve_benchmark(name: str, members: dict[str, list[str]]) -> Benchmark:
             parent = BENCHMARKS[group]
             return Benchmark(
                 name=name,
-                task=f"{parent.task}_{name[len(prefix):]}",
-                hub_task=f"{parent.hub_task}_{name[len(prefix):]}",
+                task=f"{parent.task}_{name[len(prefix) :]}",
+                hub_task=f"{parent.hub_task}_{name[len(prefix) :]}",
                 metric=parent.metric,
                 filter=parent.filter,
                 num_fewshot=parent.num_fewshot,

@@ -48,7 +48,7 @@ def summary_entry(
     task: str,
     *,
     model: str,
-    limit: int | float | None,
+    limit: float | None,
     chat_template: bool,
     source: str,
 ) -> dict:
@@ -83,7 +83,7 @@ def summary_entry(
 def task_record(results: dict, task: str, entry: dict, with_samples: bool) -> dict:
     """lm_eval's output restricted to `task` and its sub-tasks, plus our summary entry."""
     names = {task, *_leaf_tasks(results, task), *results.get("group_subtasks", {}).get(task, [])}
-    keep = lambda d: {k: v for k, v in (d or {}).items() if k in names}  # noqa: E731
+    keep = lambda d: {k: v for k, v in (d or {}).items() if k in names}
     record = {
         "summary": entry,
         "results": keep(results.get("results")),

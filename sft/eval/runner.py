@@ -62,7 +62,7 @@ def _build_lm(model: str, tokenizer: str, batch_size: int, device: str | None, d
 def evaluate(
     model_path: str | os.PathLike,
     tasks: list[str] | str,
-    limit: int | float | None = None,
+    limit: float | None = None,
     *,
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 8,
@@ -124,7 +124,9 @@ def evaluate(
     lm = _build_lm(target.model, target.tokenizer, batch_size, device, dtype)
     has_template = bool(getattr(lm.tokenizer, "chat_template", None))
     if chat_template and not has_template:
-        raise UserError(f"the tokenizer of {target.model} has no chat template; drop --chat-template")
+        raise UserError(
+            f"the tokenizer of {target.model} has no chat template; drop --chat-template"
+        )
     apply_template = has_template if chat_template is None else chat_template
 
     entries: dict[str, dict] = {}

@@ -34,7 +34,9 @@ MATH_FILES = {"math": "math_test_5000.jsonl", "math500": "math500_test.jsonl"}
 
 def _stock_members() -> dict[str, set[str]]:
     """Sub-tasks lm_eval itself defines (our member configs include those files)."""
-    mmlu = {p.stem[len("mmlu_") :] for p in (LM_EVAL_TASKS / "mmlu" / "default").glob("mmlu_*.yaml")}
+    mmlu = {
+        p.stem[len("mmlu_") :] for p in (LM_EVAL_TASKS / "mmlu" / "default").glob("mmlu_*.yaml")
+    }
     bbh = {p.stem for p in (LM_EVAL_TASKS / "bbh" / "cot_fewshot").glob("*.yaml")}
     return {"mmlu": mmlu, "bbh": bbh}
 

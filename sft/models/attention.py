@@ -3,10 +3,15 @@
 transformers' sdpa/eager paths isolate packed samples with a dense block-diagonal mask, so a
 packed row of length L costs O(L^2) whatever its sample lengths. `varlen` computes every sample's
 causal attention on its own from the collator's `cu_seq_lens_q/k`:
-  - CUDA: `torch.nn.attention.varlen.varlen_attn` (a flash varlen kernel inside PyTorch),
-  - CPU and anything else: one causal `scaled_dot_product_attention` call per sample.
+  - CUDA in fp16/bf16: `torch.nn.attention.varlen.varlen_attn` (a flash varlen kernel inside
+    PyTorch),
+  - CPU, fp32, attention dropout: one causal `scaled_dot_product_attention` call per sample.
 Without cu_seq_lens (a padding batch), it derives the samples from the 2-D attention mask
-(right padding) and leaves pad positions at zero, so padding batches work too.
+(left or right padding) and gives pad positions a zero output, so padding batches work too. Like
+flash attention, it never makes transformers build a dense [L, L] mask.
+
+A sliding-window model (the `sliding_window` keyword transformers passes) gets the same band
+inside every sample.
 
 Invariant: the output for every token equals plain causal attention over its own sample alone
 (checked against single-sample runs in tests/models/test_attention.py).
@@ -14,34 +19,48 @@ Invariant: the output for every token equals plain causal attention over its own
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
 import torch.nn.functional as F
 
 NAME = "varlen"
+FLASH_DTYPES = (torch.float16, torch.bfloat16)  # what the CUDA varlen kernel takes; else per-sample sdpa
 
 
 def _segments_from_mask(attention_mask: torch.Tensor, width: int) -> torch.Tensor:
-    """cu_seqlens over the flattened rows from a right-padded 2-D mask (pads form their own segments)."""
-    lens = attention_mask.sum(-1).tolist()
+    """cu_seqlens over the flattened rows from a padded 2-D mask (left or right padding).
+
+    Each row's real tokens form one segment; the pads before and after them form their own.
+    """
+    m = attention_mask.bool()
+    lens = m.sum(-1).tolist()
+    starts = m.int().argmax(-1).tolist()
     segs = []
-    for n in lens:
-        segs.append(int(n))
-        if n < width:
-            segs.append(width - int(n))
+    for start, n in zip(starts, lens):
+        for size in (start if n else 0, n, width - n - (start if n else 0)):
+            if size > 0:
+                segs.append(int(size))
     cu = torch.zeros(len(segs) + 1, dtype=torch.int32)
     cu[1:] = torch.tensor(segs).cumsum(0)
     return cu
 
 
-def _cuda_varlen(q, k, v, cu, max_len, scale):
+@functools.cache
+def _kernel_params() -> frozenset[str]:
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _cuda_varlen(q, k, v, cu, max_len, scale, window: int | None):
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = _kernel_params()
     kwargs = {"scale": scale}
     if "window_size" in params:
-        kwargs["window_size"] = (-1, 0)
+        kwargs["window_size"] = (window - 1 if window else -1, 0)  # causal, optionally banded
     else:
         kwargs["is_causal"] = True
     if q.shape[1] != k.shape[1]:
@@ -54,6 +73,17 @@ def _cuda_varlen(q, k, v, cu, max_len, scale):
     return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
 
 
+def _causal_sdpa(q, k, v, p: float, scale, window: int | None) -> torch.Tensor:
+    """Causal attention of one segment, [H, n, D]; banded to `window` keys when set."""
+    gqa = q.shape[0] != k.shape[0]
+    n = q.shape[1]
+    if window is None or n <= window:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scale, enable_gqa=gqa)
+    i = torch.arange(n, device=q.device)
+    band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=p, scale=scale, enable_gqa=gqa)
+
+
 def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                              value: torch.Tensor, attention_mask: torch.Tensor | None,
                              scaling: float | None = None, dropout: float = 0.0, **kwargs):
@@ -61,8 +91,9 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     bsz, n_heads, width, head_dim = query.shape
     cu = kwargs.get("cu_seq_lens_q")
     max_len = kwargs.get("max_length_q")
+    padded = cu is None and attention_mask is not None and attention_mask.dim() == 2
     if cu is None:
-        if attention_mask is not None and attention_mask.dim() == 2:
+        if padded:
             cu = _segments_from_mask(attention_mask, width)
             max_len = int(cu.diff().max())
         else:  # plain causal attention, one sample per row
@@ -72,24 +103,23 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     q = query.transpose(1, 2).reshape(bsz * width, n_heads, head_dim)
     k = key.transpose(1, 2).reshape(bsz * width, key.shape[1], head_dim)
     v = value.transpose(1, 2).reshape(bsz * width, value.shape[1], head_dim)
-    if int(cu[-1]) != bsz * width:
+    if not cu.is_cuda and int(cu[-1]) != bsz * width:  # checked on the host only: no device sync
         raise ValueError(f"cu_seq_lens cover {int(cu[-1])} positions but the batch has {bsz * width}")
     p = dropout if module.training else 0.0
-    if q.is_cuda and p == 0.0:
-        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling)
+    window = kwargs.get("sliding_window")  # passed by sliding-window models (Mistral, Qwen2, ...)
+    window = int(window) if window and int(window) < int(max_len) else None
+    if q.is_cuda and p == 0.0 and q.dtype in FLASH_DTYPES and (window is None or "window_size" in _kernel_params()):
+        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling, window)
     else:
         out = torch.empty_like(q)
         bounds = cu.tolist()
-        gqa = q.shape[1] != k.shape[1]
         for a, b in zip(bounds[:-1], bounds[1:]):
             if b <= a:
                 continue
             qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # [H, n, D]
-            out[a:b] = F.scaled_dot_product_attention(
-                qs, ks, vs, is_causal=True, dropout_p=p, scale=scaling, enable_gqa=gqa
-            ).transpose(0, 1)
-        if attention_mask is not None and kwargs.get("cu_seq_lens_q") is None and attention_mask.dim() == 2:
-            out = out * attention_mask.reshape(-1, 1, 1).to(out.dtype)
+            out[a:b] = _causal_sdpa(qs, ks, vs, p, scaling, window).transpose(0, 1)
+    if padded:  # pad positions attend only to pads: give them a zero output
+        out = out * attention_mask.reshape(-1, 1, 1).to(out.dtype)
     return out.reshape(bsz, width, n_heads, head_dim), None
 
 
@@ -97,4 +127,8 @@ def register_varlen() -> None:
     """Make `attn_implementation="varlen"` available to every transformers model (idempotent)."""
     from transformers import AttentionInterface
 
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
     AttentionInterface.register(NAME, varlen_attention_forward)
+    # like flash attention: no dense mask is built; a 2-D padding mask (if any pad) is passed as is
+    AttentionMaskInterface.register(NAME, flash_attention_mask)

@@ -6,8 +6,8 @@
     sft-ner evaluate --run-dir RUN_DIR [--split dev|test] [--limit N] [--data wnut17]
 
 Invariant: a user mistake (bad flag, missing file, mismatched files) prints one `error: ...`
-line on stderr and exits with code 2; results go to stdout (`score`) or to files (`prompt`,
-`evaluate`), never both mixed with progress, which goes to stderr.
+line on stderr and exits with code 2; results go to stdout as JSON (`score`) or to files
+(`prompt`, `evaluate`); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset name (conll2003, wnut17, genia) or a data file")
     p.add_argument("--split", default="test")
     p.add_argument("--pool-split", help="demo pool split (default: train, or dev where no train)")
+    p.add_argument(
+        "--pool",
+        help="demo pool file (default: the dataset's pool split; with a "
+        "--data file, that same file minus the query)",
+    )
     p.add_argument("--n", type=int, default=100, help="sentences to label (0 = all)")
     p.add_argument("--sample", choices=["random", "first"], default="random")
     p.add_argument("--seed", type=int, default=0)
@@ -205,8 +210,13 @@ def cmd_prompt(args: argparse.Namespace) -> None:
     pool: list[Sentence] = []
     retriever = None
     if args.k > 0:
-        pool_split = args.pool_split or ("train" if "train" in SPLITS.get(dataset, ()) else "dev")
-        _, pool_file = _resolve_data(dataset if dataset in SPLITS else args.data, pool_split)
+        if args.pool:
+            pool_file = Path(args.pool)
+        elif args.data in SPLITS:
+            pool_split = args.pool_split or ("train" if "train" in SPLITS[dataset] else "dev")
+            pool_file = dataset_file(dataset, pool_split)
+        else:
+            pool_file = Path(eval_file)
         pool = read_sentences(pool_file)
         same = pool_file.resolve() == Path(eval_file).resolve()
         _say(f"demo pool: {pool_file} ({len(pool)} sentences){' minus the query' if same else ''}")
@@ -283,6 +293,11 @@ def _run_and_write(
     labels = {t.label for t in types}
     gold = [[e for e in s.entities if e[2] in labels] for s in sentences]
     metrics = score_spans(gold, result.predictions)
+    if result.unverified is not None:  # the same generations, scored before self-verification
+        before = score_spans(gold, result.unverified)
+        metrics["before_verify"] = {
+            k: before[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")
+        }
     metrics.update(
         {
             "n_sentences": len(sentences),
@@ -351,7 +366,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         "verify": args.verify,
         "data_root": str(data_root()),
     }
-    metrics = _run_and_write(
+    _run_and_write(
         sentences,
         picked,
         types,
@@ -365,4 +380,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     summary = run_dir / "eval" / f"ner_{split}.json"
     os.replace(run_dir / "eval" / f"ner_{split}_metrics.json", summary)
-    print(json.dumps({k: metrics[k] for k in ("precision", "recall", "f1")}))
+    _say(f"wrote {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,8 @@ markers (GPT-NER); mode `all_types` asks one prompt per sentence with `@@entity#
 the same retrieved sentences, and is dropped on a "no" (kept when the answer is unclear, counted).
 
 Invariant: `predictions[i]` holds only spans inside sentence i, with labels among `types`;
-the stats count every dropped or rejected entity, so marked = kept + dropped, and
-kept = predicted + verify_rejected.
+the stats count every dropped or rejected entity: parse.kept (unique spans after parsing) =
+predicted + verify_rejected.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class NERResult:
     predictions: list[list[Span]]
     stats: NERStats
     raw: list[dict]  # per sentence: {"generated": {label or "all": text}, "verify": [...]}
+    unverified: list[list[Span]] | None = None  # with verify: the predictions before it
 
 
 def default_max_new_tokens(tokens_batch: Sequence[Sequence[str]]) -> int:
@@ -124,11 +125,13 @@ def run_gpt_ner(
             found[i].update(spans)
         say(f"generated {j + 1}/{len(jobs)} chunks")
 
+    unverified = None
     if verify:
+        unverified = [sorted(f) for f in found]
         _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say)
     predictions = [sorted(f) for f in found]
     stats.predicted = sum(len(p) for p in predictions)
-    return NERResult(predictions, stats, raw)
+    return NERResult(predictions, stats, raw, unverified)
 
 
 def _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say) -> None:

@@ -217,6 +217,8 @@ class MeanPoolEmbedder:
 
         self.name = name or f"meanpool:{Path(model_dir).resolve()}"
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(model_dir).eval()
         self.batch_size, self.max_length = batch_size, max_length
 
@@ -273,6 +275,8 @@ class HFWordEncoder:
         max_length: int = 512,
     ) -> None:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        if tokenizer.pad_token_id is None:  # decoder tokenizers often have none
+            tokenizer.pad_token = tokenizer.eos_token
         self.layer, self.batch_size, self.max_length = layer, batch_size, max_length
 
     @classmethod

@@ -48,7 +48,7 @@ def fake_answer(prompt: str) -> str:
         return "yes" if question[-1][:1].isupper() else "no"
     words = re.findall(r"The given sentence: (.*)", prompt)[-1].split()
     spans = capitalized_runs(words)
-    label = re.search(r"^- (\S+) \(", prompt, re.M)
+    label = re.search(r"^- (\S+) \(", prompt, re.MULTILINE)
     out = list(words)
     for s, e in spans:
         out[s] = "@@" + out[s]
@@ -65,8 +65,9 @@ class FakeLLM(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         state = self.server.state
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        state["requests"].append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                  "body": body})
+        state["requests"].append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+        )
         if state["fail_first"] > 0:
             state["fail_first"] -= 1
             return self._send(503, {"error": "busy"})
@@ -74,8 +75,9 @@ class FakeLLM(BaseHTTPRequestHandler):
             return self._send(401, {"error": "bad key"})
         if self.path == "/v1/chat/completions":
             text = fake_answer(body["messages"][-1]["content"])
-            return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant",
-                                                                          "content": text}}]})
+            return self._send(
+                200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+            )
         if self.path == "/v1/completions":
             prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
             choices = [{"index": i, "text": " " + fake_answer(p)} for i, p in enumerate(prompts)]

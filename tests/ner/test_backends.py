@@ -46,12 +46,16 @@ def test_hf_from_pretrained_dir_and_missing(tiny, tmp_path):
 def test_openai_chat_route(llm_server):
     url, state = llm_server
     backend = OpenAIBackend(url, "m", api="chat", workers=2)
-    prompts = [f"The given sentence: {s}\nThe labeled sentence:" for s in ["Peter met Ann", "no names here"]]
+    prompts = [
+        f"The given sentence: {s}\nThe labeled sentence:"
+        for s in ["Peter met Ann", "no names here"]
+    ]
     assert backend.generate(prompts, 32) == ["@@Peter## met @@Ann##", "no names here"]
     req = state["requests"][0]
     assert req["path"] == "/v1/chat/completions"
     assert req["body"]["temperature"] == 0 and req["body"]["max_tokens"] == 32
-    assert req["body"]["messages"] == [{"role": "user", "content": prompts[0]}]
+    sent = sorted(r["body"]["messages"][0]["content"] for r in state["requests"])  # 2 workers
+    assert sent == sorted(prompts) and len(req["body"]["messages"]) == 1
 
 
 def test_openai_completions_route_batches_and_keeps_order(llm_server):

@@ -14,14 +14,20 @@ def test_iob2_chunks():
 def test_iob1_and_iobes_follow_conlleval():
     assert tags_to_spans(["I-PER", "I-PER", "O", "I-LOC"]) == [(0, 1, "PER"), (3, 3, "LOC")]
     assert tags_to_spans(["S-PER", "B-LOC", "E-LOC", "I-LOC"]) == [
-        (0, 0, "PER"), (1, 2, "LOC"), (3, 3, "LOC")]
+        (0, 0, "PER"),
+        (1, 2, "LOC"),
+        (3, 3, "LOC"),
+    ]
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_seqeval_on_random_tag_soup(seed):
     rng = random.Random(seed)
     for _ in range(300):
-        tags = [rng.choice(["O", "B-A", "I-A", "B-B", "I-B", "E-A", "S-B"]) for _ in range(rng.randint(1, 12))]
+        tags = [
+            rng.choice(["O", "B-A", "I-A", "B-B", "I-B", "E-A", "S-B"])
+            for _ in range(rng.randint(1, 12))
+        ]
         expected = sorted((s, e, t) for t, s, e in get_entities(tags))
         assert sorted(tags_to_spans(tags)) == expected, tags
 

@@ -15,14 +15,26 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ner"
 def test_defaults_have_the_papers_type_sets():
     assert [t.label for t in load_types("conll2003")] == ["PER", "ORG", "LOC", "MISC"]
     assert len(load_types("wnut17")) == 6
-    assert {t.label for t in load_types("genia")} == {"DNA", "RNA", "cell_line", "cell_type", "protein"}
+    assert {t.label for t in load_types("genia")} == {
+        "DNA",
+        "RNA",
+        "cell_line",
+        "cell_type",
+        "protein",
+    }
     for types in DEFAULT_TYPES.values():
         assert all(t.description and t.name for t in types)
 
 
-@pytest.mark.parametrize("dataset,split", [("conll2003", "dev"), ("wnut17", "dev"), ("genia", "dev")])
+@pytest.mark.parametrize(
+    "dataset,split", [("conll2003", "dev"), ("wnut17", "dev"), ("genia", "dev")]
+)
 def test_defaults_cover_every_label_in_the_data(dataset, split):
-    labels = {e[2] for s in read_sentences(data_file(dataset, "spans", f"{split}.jsonl")) for e in s.entities}
+    labels = {
+        e[2]
+        for s in read_sentences(data_file(dataset, "spans", f"{split}.jsonl"))
+        for e in s.entities
+    }
     assert labels == {t.label for t in load_types(dataset)}
 
 
@@ -34,8 +46,10 @@ def test_article():
 def test_yaml_override_of_shipped_example():
     types = {t.label: t for t in load_types("wnut17", CONFIGS / "types_wnut17_short.yaml")}
     assert types["creative-work"].name == "title"
-    assert types["person"].description.startswith("Person entities are names of people, including usernames")
-    assert types["product"] == dict((t.label, t) for t in DEFAULT_TYPES["wnut17"])["product"]
+    assert types["person"].description.startswith(
+        "Person entities are names of people, including usernames"
+    )
+    assert types["product"] == {t.label: t for t in DEFAULT_TYPES["wnut17"]}["product"]
 
 
 def test_json_file_defines_types_of_unknown_dataset(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from sft.ner.parse import ParseStats, answer_line, parse_marked, parse_typed
 from sft.ner.prompts import mark, mark_typed
 
-TOKS = "EU rejects German call to boycott British lamb .".split()
+TOKS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
 
 
 def spans(text, tokens=TOKS, label="X"):
@@ -33,7 +33,9 @@ def test_random_roundtrips_nested_and_typed():
             s = rng.randrange(len(toks))
             e = rng.randrange(s, len(toks))
             # Nested or disjoint only: crossing spans have no bracket structure (none in GENIA).
-            if all(e < a or b < s or (s <= a and b <= e) or (a <= s and e <= b) for a, b, _ in ents):
+            if all(
+                e < a or b < s or (s <= a and b <= e) or (a <= s and e <= b) for a, b, _ in ents
+            ):
                 ents.add((s, e, rng.choice(["DNA", "protein", "cell_line"])))
         got, st = parse_typed(mark_typed(toks, ents), toks, ["DNA", "protein", "cell_line"])
         assert got == sorted(ents), (toks, ents)
@@ -57,7 +59,7 @@ def test_boundary_inside_a_word_snaps_to_word_edges():
 
 
 def test_repeated_words_align_by_position():
-    toks = "the cat saw the dog near the cat".split()
+    toks = ["the", "cat", "saw", "the", "dog", "near", "the", "cat"]
     assert spans("the cat saw the dog near the @@cat##", toks) == [(7, 7)]
     assert spans("the @@cat## saw the dog near the cat", toks) == [(1, 1)]
     # A dropped word does not pull the marker onto the first "the".
@@ -70,7 +72,9 @@ def test_answer_line_selection():
     text = "The labeled sentence: @@EU## rejects German call\n\nThe given sentence: Peter went\n"
     assert answer_line(text) == "@@EU## rejects German call"
     assert spans(text) == [(0, 0)]
-    assert spans("Sure! Here it is:\n@@EU## rejects German call to boycott British lamb .") == [(0, 0)]
+    assert spans("Sure! Here it is:\n@@EU## rejects German call to boycott British lamb .") == [
+        (0, 0)
+    ]
     assert answer_line("\n\n  plain text  \n") == "plain text"
     assert spans('"EU rejects @@German## call to boycott British lamb ."') == [(2, 2)]
 
@@ -89,7 +93,9 @@ def test_unbalanced_markers_are_counted_and_ignored():
 
 
 def test_hallucinated_entity_is_dropped_and_counted():
-    got, st = parse_marked("@@John Smith## rejects German call to boycott British lamb .", TOKS, "PER")
+    got, st = parse_marked(
+        "@@John Smith## rejects German call to boycott British lamb .", TOKS, "PER"
+    )
     assert got == [] and st.hallucinated_entities == 1 and st.marked == 1
     assert st.hallucinated_words == 2
 
@@ -125,7 +131,9 @@ def test_at_and_hash_inside_words():
 def test_typed_labels():
     labels = ["ORG", "MISC"]
     assert parse_typed("@@EU##org rejects @@German##MISC call", TOKS, labels)[0] == [
-        (0, 0, "ORG"), (2, 2, "MISC")]
+        (0, 0, "ORG"),
+        (2, 2, "MISC"),
+    ]
     got, st = parse_typed("@@EU##COMPANY rejects @@German## call", TOKS, labels)
     assert got == [] and st.untyped == 2
     got, _ = parse_typed("@@HeLa##cell_line cells", ["HeLa", "cells"], ["cell", "cell_line"])

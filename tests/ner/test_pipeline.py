@@ -14,9 +14,11 @@ from .test_retrieval import BowEmbedder
 
 TYPES = load_types("conll2003")
 SENTS = [["Peter", "met", "Ann", "in", "New", "York"], ["nothing", "here"], ["IBM", "rose"]]
-POOL = [Sentence(["Bob", "in", "Rome"], [(0, 0, "PER"), (2, 2, "LOC")]),
-        Sentence(["Acme", "hired", "Sue"], [(0, 0, "ORG"), (2, 2, "PER")]),
-        Sentence(["rain", "fell"], [])]
+POOL = [
+    Sentence(["Bob", "in", "Rome"], [(0, 0, "PER"), (2, 2, "LOC")]),
+    Sentence(["Acme", "hired", "Sue"], [(0, 0, "ORG"), (2, 2, "PER")]),
+    Sentence(["rain", "fell"], []),
+]
 
 
 class ScriptedBackend:
@@ -38,9 +40,19 @@ def type_of(prompt):
 
 def test_end_to_end_through_a_real_http_server(llm_server):
     url, state = llm_server
-    res = run_gpt_ner(SENTS, TYPES[:2], OpenAIBackend(url, "m"), pool=POOL,
-                      retriever=RandomRetriever(POOL, seed=0), k=2, verify=True)
-    expected = [sorted((s, e, t.label) for s, e in capitalized_runs(words) for t in TYPES[:2]) for words in SENTS]
+    res = run_gpt_ner(
+        SENTS,
+        TYPES[:2],
+        OpenAIBackend(url, "m"),
+        pool=POOL,
+        retriever=RandomRetriever(POOL, seed=0),
+        k=2,
+        verify=True,
+    )
+    expected = [
+        sorted((s, e, t.label) for s, e in capitalized_runs(words) for t in TYPES[:2])
+        for words in SENTS
+    ]
     assert res.predictions == expected
     n_found = sum(len(p) for p in expected)
     assert res.stats.prompts == len(SENTS) * 2 + n_found
@@ -59,7 +71,9 @@ def test_verification_covers_every_type_including_per():
     backend = ScriptedBackend(answer)
     res = run_gpt_ner(SENTS, TYPES, backend, verify=True)
     asked = [p for p in backend.prompts if "Please answer" in p]
-    assert any("a person entity" in p for p in asked) and any("a location entity" in p for p in asked)
+    assert any("a person entity" in p for p in asked) and any(
+        "a location entity" in p for p in asked
+    )
     assert all(label != "PER" for pred in res.predictions for *_, label in pred)
     per_found = sum(len(capitalized_runs(w)) for w in SENTS)
     assert res.stats.verify_rejected == per_found
@@ -75,19 +89,39 @@ def test_unclear_verification_keeps_the_entity():
 
 def test_verification_demos_come_from_retrieved_sentences():
     backend = ScriptedBackend(lambda p: "yes" if "Please answer" in p else fake_answer(p))
-    run_gpt_ner(SENTS[2:], TYPES[:1], backend, pool=POOL, retriever=RandomRetriever(POOL), k=3,
-                verify=True, verify_k=2)
-    verify = [p for p in backend.prompts if "Please answer" in p][0]
+    run_gpt_ner(
+        SENTS[2:],
+        TYPES[:1],
+        backend,
+        pool=POOL,
+        retriever=RandomRetriever(POOL),
+        k=3,
+        verify=True,
+        verify_k=2,
+    )
+    verify = next(p for p in backend.prompts if "Please answer" in p)
     assert verify.count("Please answer with yes or no.") == 3
-    assert re.search(r'Is the word "(Bob|Sue)" in the given sentence a person entity\? Please answer with yes or no.\nyes', verify)
+    assert re.search(
+        r'Is the word "(Bob|Sue)" in the given sentence a person entity\? Please answer with yes or no.\nyes',
+        verify,
+    )
 
 
 def test_demos_are_ordered_most_similar_last():
     backend = ScriptedBackend(fake_answer)
-    pool = [Sentence("the dog sat on the rug".split()), Sentence("Paris is far".split(), [(0, 0, "LOC")]),
-            Sentence("the cat sat on the rug".split())]
-    run_gpt_ner([["the", "cat", "sat", "on", "the", "mat"]], TYPES[2:3], backend, pool=pool,
-                retriever=SentenceKNN(pool, BowEmbedder()), k=2)
+    pool = [
+        Sentence(["the", "dog", "sat", "on", "the", "rug"]),
+        Sentence(["Paris", "is", "far"], [(0, 0, "LOC")]),
+        Sentence(["the", "cat", "sat", "on", "the", "rug"]),
+    ]
+    run_gpt_ner(
+        [["the", "cat", "sat", "on", "the", "mat"]],
+        TYPES[2:3],
+        backend,
+        pool=pool,
+        retriever=SentenceKNN(pool, BowEmbedder()),
+        k=2,
+    )
     demos = re.findall(r"The given sentence: (.*)", backend.prompts[0])
     assert demos == ["the dog sat on the rug", "the cat sat on the rug", "the cat sat on the mat"]
 
@@ -115,8 +149,16 @@ def test_bad_arguments():
 def test_tiny_hf_model_runs_the_whole_pipeline(tiny):
     model, tok = tiny
     types = [EntityType("X", "thing", "Things.")]
-    res = run_gpt_ner(SENTS, types, HFBackend(model, tok, batch_size=2), pool=POOL,
-                      retriever=RandomRetriever(POOL), k=1, verify=True, chunk=2)
+    res = run_gpt_ner(
+        SENTS,
+        types,
+        HFBackend(model, tok, batch_size=2),
+        pool=POOL,
+        retriever=RandomRetriever(POOL),
+        k=1,
+        verify=True,
+        chunk=2,
+    )
     assert len(res.predictions) == len(SENTS)
     for words, pred in zip(SENTS, res.predictions):
         assert all(0 <= s <= e < len(words) and t == "X" for s, e, t in pred)

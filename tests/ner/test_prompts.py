@@ -18,9 +18,14 @@ TOKS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "
 
 
 def test_mark_flat_nested_and_typed():
-    assert mark(TOKS, [(2, 2), (6, 7)]) == "EU rejects @@German## call to boycott @@British lamb## ."
+    assert (
+        mark(TOKS, [(2, 2), (6, 7)]) == "EU rejects @@German## call to boycott @@British lamb## ."
+    )
     assert mark(["IL-2", "gene", "x"], [(0, 1), (0, 0)]) == "@@@@IL-2## gene## x"
-    assert mark_typed(["IL-2", "gene"], [(0, 1, "DNA"), (0, 0, "protein")]) == "@@@@IL-2##protein gene##DNA"
+    assert (
+        mark_typed(["IL-2", "gene"], [(0, 1, "DNA"), (0, 0, "protein")])
+        == "@@@@IL-2##protein gene##DNA"
+    )
     assert mark(TOKS, []) == " ".join(TOKS)
 
 
@@ -33,7 +38,10 @@ def test_ner_prompt_shape():
     demo = Sentence(["Peter", "Blackburn", "in", "Paris"], [(0, 1, "PER"), (3, 3, "LOC")])
     p = ner_prompt(TOKS, PER, [demo])
     assert "label person entities" in p and PER.description in p
-    assert "The given sentence: Peter Blackburn in Paris\nThe labeled sentence: @@Peter Blackburn## in Paris" in p
+    assert (
+        "The given sentence: Peter Blackburn in Paris\nThe labeled sentence: @@Peter Blackburn## in Paris"
+        in p
+    )
     assert p.endswith("The given sentence: " + " ".join(TOKS) + "\nThe labeled sentence:")
     assert "Below are some examples" in p
     assert "Below are some examples" not in ner_prompt(TOKS, PER)
@@ -50,11 +58,16 @@ def test_all_types_prompt_lists_labels_and_marks_typed():
 
 def test_verify_prompt_question_text():
     p = verify_prompt(TOKS, "EU", ORG)
-    assert p.endswith('The given sentence: ' + " ".join(TOKS) + '\nIs the word "EU" in the given sentence '
-                      "an organization entity? Please answer with yes or no.")
+    assert p.endswith(
+        "The given sentence: " + " ".join(TOKS) + '\nIs the word "EU" in the given sentence '
+        "an organization entity? Please answer with yes or no."
+    )
     demos = [VerifyDemo(("Peter", "ran"), "Peter", True)]
     p = verify_prompt(TOKS, "German", PER, demos)
-    assert 'Is the word "Peter" in the given sentence a person entity? Please answer with yes or no.\nyes' in p
+    assert (
+        'Is the word "Peter" in the given sentence a person entity? Please answer with yes or no.\nyes'
+        in p
+    )
 
 
 def test_verify_demos_alternate_and_keep_most_similar_last():
@@ -63,7 +76,9 @@ def test_verify_demos_alternate_and_keep_most_similar_last():
     got = verify_demos([far, near], PER, 3)
     assert [(d.word, d.answer) for d in got] == [("Bob", True), ("IBM", False), ("Ann", True)]
     assert verify_demos([far], EntityType("X", "x", ""), 4) == [
-        VerifyDemo(("Bob", "in", "Rome"), "Bob", False), VerifyDemo(("Bob", "in", "Rome"), "Rome", False)]
+        VerifyDemo(("Bob", "in", "Rome"), "Bob", False),
+        VerifyDemo(("Bob", "in", "Rome"), "Rome", False),
+    ]
 
 
 def test_parse_yes_no():

@@ -24,8 +24,12 @@ def write(tmp_path, name, text):
 
 
 def test_conll_4col_with_docstart(tmp_path):
-    p = write(tmp_path, "c.txt", "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"
-              "German JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n")
+    p = write(
+        tmp_path,
+        "c.txt",
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"
+        "German JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n",
+    )
     sents = read_sentences(p)
     assert [s.tokens for s in sents] == [["EU", "rejects", "German"], ["Peter", "Blackburn"]]
     assert sents[0].entities == [(0, 0, "ORG"), (2, 2, "MISC")]
@@ -33,14 +37,19 @@ def test_conll_4col_with_docstart(tmp_path):
 
 
 def test_two_columns_tab_with_whitespace_only_separators(tmp_path):
-    p = write(tmp_path, "w.conll", "@paul\tO\nEmpire\tB-location\nState\tI-location\n\t\n"
-              "Apple\tB-corporation\n")
+    p = write(
+        tmp_path,
+        "w.conll",
+        "@paul\tO\nEmpire\tB-location\nState\tI-location\n\t\nApple\tB-corporation\n",
+    )
     sents = read_columns(p)
     assert sents[0] == Sentence(["@paul", "Empire", "State"], [(1, 2, "location")])
     assert sents[1] == Sentence(["Apple"], [(0, 0, "corporation")])
 
 
-@pytest.mark.parametrize("line,needle", [("EU\n", "expected 'word ... tag'"), ("EU B_ORG\n", "bad tag")])
+@pytest.mark.parametrize(
+    "line,needle", [("EU\n", "expected 'word ... tag'"), ("EU B_ORG\n", "bad tag")]
+)
 def test_columns_errors_name_file_and_line(tmp_path, line, needle):
     p = write(tmp_path, "bad.txt", "ok O\n\n" + line)
     with pytest.raises(UserError, match=rf"bad.txt:3: .*{needle}"):
@@ -76,10 +85,16 @@ def test_spans_jsonl_errors(tmp_path, line, needle):
 
 
 def test_w2ner_nested(tmp_path):
-    recs = [{"sentence": ["IL-2", "gene", "expression"],
-             "ner": [{"index": [0, 1], "type": "DNA"}, {"index": [0], "type": "protein"}]}]
+    recs = [
+        {
+            "sentence": ["IL-2", "gene", "expression"],
+            "ner": [{"index": [0, 1], "type": "DNA"}, {"index": [0], "type": "protein"}],
+        }
+    ]
     p = write(tmp_path, "g.json", json.dumps(recs))
-    assert read_sentences(p) == [Sentence(["IL-2", "gene", "expression"], [(0, 0, "protein"), (0, 1, "DNA")])]
+    assert read_sentences(p) == [
+        Sentence(["IL-2", "gene", "expression"], [(0, 0, "protein"), (0, 1, "DNA")])
+    ]
     recs[0]["ner"].append({"index": [0, 2], "type": "DNA"})
     write(tmp_path, "g.json", json.dumps(recs))
     with pytest.raises(UserError, match="g.json: record 0: .*not contiguous"):
@@ -88,17 +103,34 @@ def test_w2ner_nested(tmp_path):
 
 def test_mrc_groups_records_into_sentences(tmp_path):
     recs = [
-        {"context": "EU rejects German call", "entity_label": "ORG", "qas_id": "0.1",
-         "start_position": [0], "end_position": [0]},
-        {"context": "EU rejects German call", "entity_label": "MISC", "qas_id": "0.2",
-         "start_position": [2], "end_position": [2]},
-        {"context": "LONDON 1996", "entity_label": "ORG", "qas_id": "1.1",
-         "start_position": [], "end_position": []},
+        {
+            "context": "EU rejects German call",
+            "entity_label": "ORG",
+            "qas_id": "0.1",
+            "start_position": [0],
+            "end_position": [0],
+        },
+        {
+            "context": "EU rejects German call",
+            "entity_label": "MISC",
+            "qas_id": "0.2",
+            "start_position": [2],
+            "end_position": [2],
+        },
+        {
+            "context": "LONDON 1996",
+            "entity_label": "ORG",
+            "qas_id": "1.1",
+            "start_position": [],
+            "end_position": [],
+        },
     ]
     p = write(tmp_path, "mrc-ner.dev", json.dumps(recs))
     assert sniff_format(p) == "mrc"
-    assert read_sentences(p) == [Sentence(["EU", "rejects", "German", "call"], [(0, 0, "ORG"), (2, 2, "MISC")]),
-                                 Sentence(["LONDON", "1996"], [])]
+    assert read_sentences(p) == [
+        Sentence(["EU", "rejects", "German", "call"], [(0, 0, "ORG"), (2, 2, "MISC")]),
+        Sentence(["LONDON", "1996"], []),
+    ]
     recs[1]["end_position"] = []
     write(tmp_path, "mrc-ner.dev", json.dumps(recs))
     with pytest.raises(UserError, match="record 1: .*equal length"):
@@ -117,6 +149,7 @@ def test_missing_file_is_a_user_error(tmp_path):
 
 
 # The shipped files: every format of a dataset must give the same sentences.
+
 
 def test_conll2003_dev_all_formats_agree():
     spans = read_sentences(data_file("conll2003", "spans", "dev.jsonl"))
@@ -138,6 +171,11 @@ def test_genia_dev_nested_formats_agree():
     assert len(spans) == 1669
     assert read_sentences(data_file("genia", "dev.w2ner.json")) == spans
     assert read_sentences(data_file("genia", "mrc", "mrc-ner.dev")) == spans
-    nested = sum(1 for s in spans for a in s.entities for b in s.entities
-                 if a != b and a[0] <= b[0] and b[1] <= a[1])
+    nested = sum(
+        1
+        for s in spans
+        for a in s.entities
+        for b in s.entities
+        if a != b and a[0] <= b[0] and b[1] <= a[1]
+    )
     assert nested > 0

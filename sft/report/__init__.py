@@ -1,0 +1,1 @@
+"""Comparison report of training runs: `sft-report RUN_DIR ... --out DIR` (see sft.report.build)."""

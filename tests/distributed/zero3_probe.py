@@ -1,0 +1,46 @@
+"""Launched under DeepSpeed ZeRO-3 by the tests: train with the normal recipe, then dump the live weights.
+
+    accelerate launch --config_file launch/accelerate/zero3.yaml --num_processes 2 \
+        tests/distributed/zero3_probe.py OVERRIDES...
+
+Runs exactly what `sft/train.py` runs (Recipe.setup, train, which writes metrics.jsonl and exports
+final/), then, while the ranks still hold their ZeRO-3 shards, gathers every parameter with
+DeepSpeed and writes the full tensors on rank 0 to RUN_DIR/live_weights.safetensors, for the test
+to compare with final/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def main(overrides: list[str]) -> int:
+    import deepspeed
+    from safetensors.torch import save_file
+
+    from sft.cli_config import compose_job
+    from sft.trainer import Recipe
+
+    cfg, config_yaml = compose_job(overrides)
+    recipe = Recipe(cfg, config_yaml)
+    try:
+        recipe.setup()
+        code = recipe.train()
+        acc = recipe.accelerator
+        model = acc.unwrap_model(recipe.model)
+        named = dict(model.named_parameters())
+        with deepspeed.zero.GatheredParameters(list(named.values()), modifier_rank=None):
+            if acc.is_main_process:
+                live = {k: v.detach().clone().contiguous() for k, v in named.items()}
+                save_file(live, str(Path(cfg.run_dir) / "live_weights.safetensors"))
+        acc.wait_for_everyone()
+    finally:
+        recipe.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

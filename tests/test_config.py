@@ -1,0 +1,68 @@
+"""Every shipped YAML composes against the schema; bad values fail at composition with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sft.cli_config import CONFIG_DIR, compose_job, precheck_overrides
+from sft.config import JobConfig
+from sft.errors import UserError
+
+GROUPS = ["model", "data", "collator", "optim", "distributed"]
+BASE = ["run_dir=/tmp/sft-test-compose"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(group, option):
+    extra = ["model.name_or_path=some/model"] if (group, option) == ("model", "hf") else []
+    cfg, yaml = compose_job(BASE + [f"{group}={option}", *extra])
+    assert isinstance(cfg, JobConfig)
+    assert getattr(cfg, group).name == option
+    assert "run_dir: /tmp/sft-test-compose" in yaml
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(experiment):
+    extra = []
+    cfg, _ = compose_job(BASE + [f"experiment={experiment}", *extra])
+    assert cfg.experiment  # presets name themselves
+
+
+def test_default_is_smollm2_on_demo_with_padding():
+    cfg, _ = compose_job(BASE)
+    assert (cfg.model.name_or_path, cfg.data.name, cfg.collator.name) == ("smollm2", "demo", "padding")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("collator=pack", "collator=pack is not an option; choose one of ['packing', 'padding', 'padding_free']"),
+    ("train.max_step=4", "unknown config key 'train.max_step'"),
+    ("train.max_steps=four", "train.max_steps='four' is not a valid Integer"),
+    ("collator.strategy=greedy", "collator.strategy='greedy' is not allowed; choose one of"),
+    ("data.overlong=cut", "data.overlong='cut' is not allowed"),
+    ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
+    ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
+])
+def test_bad_override_is_one_clear_line(override, needle):
+    with pytest.raises(UserError) as e:
+        precheck_overrides(BASE + [override])
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_cli_bad_value_prints_one_line_and_exits_2(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "sft" / "train.py"
+    proc = subprocess.run([sys.executable, str(script), "model=tiny", "collator=nope", f"run_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert lines == ["error: collator=nope is not an option; choose one of ['packing', 'padding', 'padding_free']"]
+    assert "Traceback" not in proc.stderr
