@@ -57,6 +57,10 @@ class ModelShape:
     num_kv_heads: int
     head_dim: int
     tie_embeddings: bool
+    qkv_bias: bool = False  # Qwen2
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k
 
     @property
     def q_dim(self) -> int:
@@ -68,8 +72,10 @@ class ModelShape:
 
     def layer_params(self) -> int:
         h = self.hidden_size
+        i = self.intermediate_size
         attn = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
-        return attn + 3 * h * self.intermediate_size + 2 * h  # + two RMSNorm weights
+        attn += (self.q_dim + 2 * self.kv_dim) * self.qkv_bias + h * self.o_bias + 2 * self.head_dim * self.qk_norm
+        return attn + 3 * h * i + (2 * i + h) * self.mlp_bias + 2 * h  # + two RMSNorm weights
 
     def embedding_params(self) -> int:
         return self.vocab_size * self.hidden_size
@@ -103,9 +109,13 @@ def shape_from_hf_config(cfg, name: str) -> ModelShape:
     """A ModelShape from a transformers config (Llama, Qwen2/3, Mistral and alike)."""
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    attention_bias = getattr(cfg, "attention_bias", None)  # Llama/Qwen3: q, k, v and o; Qwen2: q, k, v always
+    qkv_bias = cfg.model_type == "qwen2" if attention_bias is None else bool(attention_bias)
     return ModelShape(name, cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, heads,
                       getattr(cfg, "num_key_value_heads", None) or heads, head_dim,
-                      bool(getattr(cfg, "tie_word_embeddings", False)))
+                      bool(getattr(cfg, "tie_word_embeddings", False)), qkv_bias=qkv_bias,
+                      o_bias=bool(attention_bias), mlp_bias=bool(getattr(cfg, "mlp_bias", False)),
+                      qk_norm=cfg.model_type == "qwen3")
 
 
 def resolve_shape(name_or_path: str, tiny_hidden_size: int = 64, tiny_layers: int = 2) -> ModelShape:

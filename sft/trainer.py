@@ -492,9 +492,13 @@ class Recipe:
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, _frame):
-            if not self.stop_requested:
-                print(f"[sft] rank {self.rank}: got signal {signum}; saving at the next step boundary", flush=True)
-            self.stop_requested = True  # a second signal changes nothing
+            rank = getattr(self, "rank", os.environ.get("RANK", 0))
+            print(f"[sft] rank {rank}: got signal {signum}; saving at the next step boundary", flush=True)
+            self.stop_requested = True
+            # later signals are ignored by the OS, also while the checkpoint is written and during
+            # interpreter shutdown (Python resets its own handlers there, never SIG_IGN)
+            for s in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(s, signal.SIG_IGN)
 
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)

@@ -27,13 +27,24 @@ UNTRAINED = ("grey50", "grey35")
 
 
 def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
-    """The text of every token, decoded in context so multi-byte characters survive a split."""
+    """The text of every token; concatenated, they give the decoded sample.
+
+    A token holding only part of a multi-byte character gets "" and the token completing the
+    character gets all of it. Each token is decoded after a few tokens of context, so tokenizers
+    that drop a leading space at the start of a decode keep it here.
+    """
     ids = [int(i) for i in ids]
-    texts = []
+    texts: list[str] = []
+    done = 0  # tokens [0, done) are emitted
     for i in range(len(ids)):
-        lo = max(0, i - 8)
-        before = tokenizer.decode(ids[lo:i], skip_special_tokens=False) if i > lo else ""
-        texts.append(tokenizer.decode(ids[lo:i + 1], skip_special_tokens=False)[len(before):])
+        lo = max(0, done - 4)
+        head = tokenizer.decode(ids[lo:done], skip_special_tokens=False) if done > lo else ""
+        cur = tokenizer.decode(ids[lo:i + 1], skip_special_tokens=False)
+        if cur.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - done < 8:
+            texts.append("")  # an incomplete character: emitted with the token that completes it
+            continue
+        texts.append(cur[len(head):])
+        done = i + 1
     return texts
 
 

@@ -36,7 +36,8 @@ def _refused_by_every_worker(cmd: list[str], env: dict[str, str], tmp_path) -> s
     assert proc.returncode != 0
     lines = _error_lines(proc.stderr)
     assert len(lines) == 2 and len(set(lines)) == 1, proc.stderr[-3000:]  # one line per rank, the same
-    assert len(re.findall(r"exitcode\s*:\s*2\b", proc.stderr)) == 2, proc.stderr[-3000:]
+    # torchrun's failure summary: one "exitcode  : 2" entry per rank
+    assert len(re.findall(r"^\s*exitcode\s+: 2 ", proc.stderr, flags=re.M)) == 2, proc.stderr[-3000:]
     assert not (tmp_path / "metrics.jsonl").exists()
     return lines[0]
 

@@ -48,12 +48,16 @@ def test_handler_only_sets_a_flag_and_a_second_signal_is_ignored(sig, capsys):
     try:
         recipe._install_signal_handlers()
         os.kill(os.getpid(), sig)
-        os.kill(os.getpid(), sig)
+        time.sleep(0.05)
+        ignored = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)]
+        os.kill(os.getpid(), signal.SIGTERM)  # would end this test process unless ignored
+        os.kill(os.getpid(), signal.SIGUSR1)
         time.sleep(0.05)
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
     assert recipe.stop_requested is True
+    assert ignored == [signal.SIG_IGN, signal.SIG_IGN]
     assert capsys.readouterr().out.count("got signal") == 1
 
 

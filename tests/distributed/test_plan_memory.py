@@ -1,0 +1,199 @@
+"""sft-plan's arithmetic against hand-computed values, and its CLI end to end (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from sft.plan_memory import (LLAMA3_8B, LLAMA3_70B, SMOLLM2_135M, MemorySetup, activation_memory, bytes_per_param,
+                             epoch_estimate, logits_memory, main, resolve_shape, setup_from_config, state_memory,
+                             train_flops)
+
+P8 = 8_030_261_248
+
+
+def test_parameter_counts_by_hand():
+    # SmolLM2-135M: tied 49152 x 576 embedding + 30 x (attention 884,736 + MLP 2,654,208 + norms 1,152) + 576
+    assert SMOLLM2_135M.num_params() == 28_311_552 + 30 * 3_540_096 + 576 == 134_515_008
+    # Llama-3-8B: 2 x 128256 x 4096 (untied) + 32 x (41,943,040 + 176,160,768 + 8,192) + 4096
+    assert LLAMA3_8B.num_params() == 2 * 525_336_576 + 32 * 218_112_000 + 4096 == P8
+    assert LLAMA3_70B.num_params() == 2 * 1_050_673_152 + 80 * 855_654_400 + 8192 == 70_553_706_496
+
+
+def test_built_in_shapes_resolve_offline():
+    assert resolve_shape("meta-llama/Meta-Llama-3-8B") == LLAMA3_8B
+    assert resolve_shape("meta-llama/Meta-Llama-3-70B-Instruct") == LLAMA3_70B
+    assert resolve_shape("smollm2") == SMOLLM2_135M
+    tiny = resolve_shape("tiny", tiny_hidden_size=64, tiny_layers=2)
+    assert (tiny.hidden_size, tiny.intermediate_size, tiny.num_layers, tiny.head_dim) == (64, 128, 2, 16)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "qwen3"])
+def test_shape_of_a_local_folder_matches_the_real_model(arch, tmp_path):
+    from sft.models.tiny import build_tiny_model
+
+    model = build_tiny_model(arch, hidden_size=32, num_layers=3)
+    model.config.save_pretrained(tmp_path)
+    assert resolve_shape(str(tmp_path)).num_params() == sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_hub_model_is_one_line():
+    from sft.errors import UserError
+
+    with pytest.raises(UserError, match="built-in names"):
+        resolve_shape("nobody/no-such-model-xyz")
+
+
+def test_8b_zero3_on_32_gpus_is_16_bytes_per_param_split_32_ways():
+    s = state_memory(LLAMA3_8B, MemorySetup(gpus=32, zero_stage=3, engine="deepspeed", dtype="bf16"))
+    assert (s.weights, s.grads, s.optimizer) == (P8 * 2 / 32, P8 * 2 / 32, P8 * 12 / 32)
+    assert s.weights + s.grads + s.optimizer == pytest.approx(16 * P8 / 32)  # ~3.74 GiB
+    assert s.cpu == 0
+    # the gathered unit is the 128256 x 4096 embedding (larger than a layer): bf16 weights + grads
+    assert s.gathered == 525_336_576 * 2 * 2
+
+
+@pytest.mark.parametrize("stage, expected", [
+    (0, (2, 2, 12)), (1, (2, 2, 12 / 8)), (2, (2, 2 / 8, 12 / 8)), (3, (2 / 8, 2 / 8, 12 / 8))])
+def test_each_zero_stage_splits_one_more_state(stage, expected):
+    s = state_memory(LLAMA3_8B, MemorySetup(gpus=8, zero_stage=stage, engine="deepspeed", dtype="bf16"))
+    assert (s.weights, s.grads, s.optimizer) == pytest.approx(tuple(P8 * b for b in expected))
+    assert (s.gathered > 0) == (stage == 3)
+
+
+def test_offload_moves_states_to_cpu():
+    p70 = LLAMA3_70B.num_params()
+    s = state_memory(LLAMA3_70B, setup_from_config("zero3_offload", 3, "bf16", 32, None))
+    assert (s.weights, s.grads, s.optimizer) == (0, 0, 0)
+    # fp32 master + m + v (12) and fp32 grad partitions (4) and bf16 weight shards (2), per rank
+    assert s.cpu == pytest.approx(p70 * (12 + 4 + 2) / 32)
+    only_opt = state_memory(LLAMA3_70B, setup_from_config("zero3", 3, "bf16", 32, "optimizer"))
+    assert only_opt.weights == pytest.approx(p70 * 2 / 32) and only_opt.optimizer == 0
+
+
+def test_bytes_per_param_follow_the_engine():
+    assert bytes_per_param("deepspeed", "bf16") == (2, 2, 12)
+    assert bytes_per_param("fsdp2", "bf16") == (4, 4, 8)
+    assert bytes_per_param("plain", "bf16") == (2, 2, 4)
+    assert bytes_per_param("plain", "fp32") == bytes_per_param("deepspeed", "fp32") == (4, 4, 8)
+    ddp = setup_from_config("ddp", 0, "bf16", 8, None)
+    assert (ddp.engine, ddp.zero_stage) == ("plain", 0)
+    assert setup_from_config("fsdp2", 0, "bf16", 8, None).zero_stage == 3
+
+
+def test_invalid_setups_are_refused():
+    from sft.errors import UserError
+
+    with pytest.raises(UserError, match="stage 3"):
+        MemorySetup(gpus=8, zero_stage=2, engine="deepspeed", dtype="bf16", offload_params=True)
+    with pytest.raises(UserError, match="stage >= 1"):
+        MemorySetup(gpus=8, zero_stage=0, engine="deepspeed", dtype="bf16", offload_optimizer=True)
+
+
+def test_activations_by_hand():
+    tiny = resolve_shape("tiny", 64, 2)  # h 64, q 64, kv 32, i 128
+    per_token_layer = 4 * 64 + 2 * 64 + 2 * 32 + 4 * 128
+    assert per_token_layer == 960
+    full = activation_memory(tiny, rows=2, row_length=100, dtype="fp32", checkpointing=False)
+    assert full == 2 * 960 * 200 * 4 == 1_536_000
+    ckpt = activation_memory(tiny, rows=2, row_length=100, dtype="fp32", checkpointing=True)
+    assert ckpt == 2 * 64 * 200 * 4 + 960 * 200 * 4 == 870_400
+    assert activation_memory(tiny, 2, 100, "bf16", False) == full / 2
+    # 8B, 2 x 4096 bf16: 83,968 values per token per layer, 32 layers -> 41 GiB without checkpointing
+    assert activation_memory(LLAMA3_8B, 2, 4096, "bf16", False) == 32 * 83_968 * 8192 * 2
+
+
+def test_logits_only_at_supervised_positions():
+    tiny = resolve_shape("tiny", 64, 2)
+    assert logits_memory(tiny, 2, 100, "fp32", 0.5) == 100 * 259 * 8
+    assert logits_memory(tiny, 2, 100, "bf16", 1.0) == 200 * 259 * 10
+
+
+def _pieces(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    ends = np.cumsum(lengths)
+    pieces = np.stack([np.arange(len(lengths)), ends - lengths, ends], axis=1).astype(np.int64)
+    return pieces, np.ones(int(ends[-1]), dtype=bool)
+
+
+def test_steps_per_epoch_by_hand():
+    pieces, mask = _pieces([4] * 8)
+    kw = dict(micro_batch_size=2, grad_accum=1, gpus=2, capacity=8)
+    pad = epoch_estimate(pieces, mask, kind="padding", strategy="bfd", **kw)
+    assert (pad.rows, pad.steps, pad.real_tokens, pad.computed_tokens) == (8, 2, 32, 32)
+    packed = epoch_estimate(pieces, mask, kind="packing", strategy="bfd", **kw)
+    assert (packed.rows, packed.steps, packed.computed_tokens) == (4, 1, 32)
+    two = epoch_estimate(*_pieces([5, 3]), kind="padding", strategy="bfd", micro_batch_size=2, grad_accum=1,
+                         gpus=1, capacity=8)
+    assert (two.steps, two.computed_tokens, two.efficiency) == (1, 10, 0.8)
+    assert two.attention_sq == 25 + 9
+
+
+def test_steps_match_the_trainers_plan():
+    from sft.data.plan import plan_epoch
+
+    rng = np.random.default_rng(0)
+    pieces, mask = _pieces(list(rng.integers(10, 200, size=301)))
+    for kind, strategy in (("padding", "bfd"), ("packing", "ffd"), ("packing", "random_concat")):
+        est = epoch_estimate(pieces, mask, kind=kind, strategy=strategy, micro_batch_size=3, grad_accum=2, gpus=4,
+                             capacity=256)
+        plan = plan_epoch(pieces, mask, kind=kind, micro_batch_size=3, grad_accum=2, world_size=4, seed=0, epoch=0,
+                          capacity=256, strategy=strategy)
+        assert est.steps == len(plan) and est.real_tokens == plan.tokens
+
+
+def test_train_flops_by_hand():
+    tiny = resolve_shape("tiny", 64, 2)
+    body = tiny.num_params() - 2 * 259 * 64
+    assert train_flops(tiny, 1000, 300, 5000.0) == 6 * body * 1000 + 6 * 259 * 64 * 300 + 6 * 2 * 64 * 5000
+
+
+def test_cli_memory_only_for_the_8b_preset(capsys):
+    assert main(["experiment=paper_llama3_8b", "--no-data"]) == 0
+    out = capsys.readouterr().out
+    assert "meta-llama/Meta-Llama-3-8B: 8.030 B params" in out
+    assert "32 GPU(s), engine deepspeed, ZeRO stage 3" in out and "global batch 128" in out
+    weights_gib = f"{P8 * 2 / 32 / 2**30:.1f}"
+    assert any(line.split("│")[1].strip() == "weights" and weights_gib in line for line in out.splitlines()
+               if line.count("│") > 2)
+    assert "skipped (--no-data)" in out
+
+
+def test_cli_counts_steps_from_real_token_lengths(capsys):
+    from sft.data.dataset import prepare_data
+    from sft.data.plan import plan_epoch
+    from sft.models.tiny import build_tiny_tokenizer
+
+    args = ["model=tiny", "data=demo", "data.demo_size=60", "data.max_length=512", "data.max_bad_fraction=0.5",
+            "collator=packing", "train.micro_batch_size=2"]
+    assert main(args + ["--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    data = prepare_data(build_tiny_tokenizer(), path="", demo_size=60, max_length=512, max_bad_fraction=0.5,
+                        val_fraction=0.05, progress=False)
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines()
+            if line.startswith("│") and "packing" in line or line.startswith("│ padding")}
+    for label, kind, strategy in (("padding", "padding", "bfd"), ("*packing bfd", "packing", "bfd"),
+                                  ("packing next_fit", "packing", "next_fit")):
+        plan = plan_epoch(data.train, data.tokens.mask, kind=kind, micro_batch_size=2, grad_accum=1, world_size=2,
+                          seed=0, epoch=0, capacity=512, strategy=strategy)
+        assert rows[label][1] == f"{len(plan):,}", (label, rows)
+
+
+def test_cli_lengths_from_a_run_dir(tmp_path, capsys):
+    from sft.cli_config import compose
+
+    cfg = compose(["model=tiny", "data=demo", "data.demo_size=40", "data.max_length=512", "data.max_bad_fraction=0.5",
+                   f"run_dir={tmp_path}"])
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    assert main(["experiment=paper_llama3_8b", "--lengths-from", str(tmp_path), "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Optimizer steps per epoch" in out and "samples" in out
+    assert "packing random_concat" in out
+
+
+def test_cli_bad_input_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["model=hf", "model.name_or_path=nobody/no-such-model-xyz", "--no-data"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no shape for model.name_or_path=nobody/no-such-model-xyz")
