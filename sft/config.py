@@ -189,7 +189,6 @@ class TrainConfig:
     max_bad_steps: int = 3
     progress: bool = True
     tensorboard: bool = True
-    wandb: bool = False
     record_samples: bool = False  # write the pieces of every step to run_dir/samples/ (resume tests)
 
     def __post_init__(self) -> None:

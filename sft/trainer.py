@@ -261,8 +261,7 @@ class Recipe:
 
     def _to_device(self, batch: dict) -> dict:
         dev = self.accelerator.device
-        return {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) and not k.startswith("cu_seq") or
-                    (torch.is_tensor(v) and self.cuda) else v) for k, v in batch.items()}
+        return {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def train(self) -> int:
         cfg, acc, t = self.cfg, self.accelerator, self.cfg.train

@@ -85,3 +85,22 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
     assert proc.returncode == 2
     assert f"{bad}:3: bad row (malformed_json" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [
+    ["model.lora.enabled=true", "model.lora.r=4"],
+    ["model.gradient_checkpointing=true"],
+    ["model.dtype=bf16"],
+    ["model.arch=qwen2", "collator=packing"],
+])
+def test_model_options_train(tmp_path, extra):
+    run_dir = tmp_path / "run"
+    proc = run([*SMALL, "train.max_steps=2", *extra, f"run_dir={run_dir}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    assert not any("lora" in n for n, _ in model.named_parameters())  # LoRA merged into final/

@@ -7,7 +7,8 @@ Files, in the results folder:
   `task, lm_eval_task, metric, value, stderr, n, limit, num_fewshot, model, chat_template,
   source, timestamp`. A new run of a benchmark replaces its entry; others are kept.
 
-Invariant: `value` is copied from lm_eval's results under the benchmark's headline metric key,
+Invariant: `value` is copied from lm_eval's results under the benchmark's headline metric key
+(or the one key with that metric name, for stock tasks that name their filter differently),
 never recomputed; `n` is the number of documents lm_eval actually scored (summed over sub-tasks).
 """
 
@@ -53,22 +54,25 @@ def summary_entry(
     source: str,
 ) -> dict:
     """The headline numbers of benchmark `bench`, run as lm_eval task `task`."""
-    scores = results["results"].get(task)
-    if scores is None or bench.metric_key not in scores:
-        found = sorted(k for k in (scores or {}) if "," in k)
-        raise UserError(
-            f"{bench.name}: lm_eval returned no {bench.metric_key!r} for {task} (got {found})"
-        )
+    scores = results["results"].get(task) or {}
+    key = bench.metric_key
+    if key not in scores:  # stock tasks (--hub) may name the filter differently
+        same_metric = [k for k in scores if k.split(",")[0] == bench.metric]
+        if len(same_metric) != 1:
+            found = sorted(k for k in scores if "," in k)
+            raise UserError(f"{bench.name}: lm_eval returned no {key!r} for {task} (got {found})")
+        key = same_metric[0]
+    metric, _, filter_name = key.partition(",")
     leaves = _leaf_tasks(results, task)
     n_samples = results.get("n-samples", {})
     n = sum(int(n_samples.get(t, {}).get("effective", 0)) for t in leaves)
     shots = {results.get("n-shot", {}).get(t) for t in leaves} - {None}
-    stderr_key = f"{bench.metric}_stderr,{bench.filter}"
+    stderr_key = f"{metric}_stderr,{filter_name}"
     return {
         "task": bench.name,
         "lm_eval_task": task,
-        "metric": bench.metric_key,
-        "value": _number(scores[bench.metric_key]),
+        "metric": key,
+        "value": _number(scores[key]),
         "stderr": _number(scores.get(stderr_key)),
         "n": n,
         "limit": limit,

@@ -80,7 +80,7 @@ def test_evaluate_a_checkpoint_from_python(
 
 
 def test_humaneval_without_permission_is_one_line(
-    tmp_path: Path, eval_data: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
     (tmp_path / "m").mkdir()

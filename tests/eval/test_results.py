@@ -63,6 +63,20 @@ def test_missing_metric_is_a_user_error() -> None:
         )
 
 
+def test_stock_task_with_another_filter_name_is_found() -> None:
+    results = {"results": {"humaneval_instruct": {"pass@1,create_test": 0.5}}}
+    e = summary_entry(
+        results,
+        BENCHMARKS["humaneval"],
+        "humaneval_instruct",
+        model="m",
+        limit=None,
+        chat_template=True,
+        source="hub",
+    )
+    assert (e["metric"], e["value"], e["stderr"], e["n"]) == ("pass@1,create_test", 0.5, None, 0)
+
+
 def test_task_record_keeps_only_the_task_and_its_members() -> None:
     rec = task_record(GROUP_RESULTS, "sft_mmlu", _entry(), with_samples=False)
     assert set(rec["configs"]) == {"sft_mmlu_a", "sft_mmlu_b"} and "samples" not in rec

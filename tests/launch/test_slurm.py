@@ -134,6 +134,9 @@ def test_sigterm_checkpoints_requeues_and_resumes_to_the_same_loss(slurm_cluster
     assert is_valid(checkpoints[0])
     assert max(losses(run_dir)) == saved_at  # stopped at the step boundary it saved
 
+    # slurmd refuses a launch credential issued in the same second as the requeue revoked the
+    # old one ("Job credential revoked"): let a few seconds pass before releasing the hold.
+    time.sleep(3)
     slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     job = slurm_cluster.wait_state(job_id, ("COMPLETED", "FAILED", "CANCELLED"), 240)
     assert job["JobState"] == "COMPLETED", tail(out)
