@@ -10,8 +10,9 @@ Invariant: every node of a job computes the same world (node count, main address
 per node) from the job's SLURM variables alone, so the nodes meet without talking to each other
 first; only `machine_rank` (SLURM_NODEID) differs. The run directory depends only on the job id,
 which survives `scontrol requeue`, so a requeued job finds and resumes its own checkpoints.
-The functions below are pure (environment in, values out); only `main` reads `os.environ`, runs
-`scontrol` and asks torch for the GPU count.
+`slurm_launch_args`, `run_dir_for_job`, `expand_sweep` and the checks are pure (environment in,
+values out); the CLI reads `os.environ`, runs `scontrol`, asks torch for the GPU count and reads
+the trainer's summary.json.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ def accelerate_config_for(distributed: str, num_machines: int, root: Path) -> Pa
 def check_config_fits(config: Mapping, args: LaunchArgs, use_cpu: bool, gpus_here: int) -> None:
     """Refuse an accelerate config that cannot run this world, before any process starts.
 
-    use_cpu: ACCELERATE_USE_CPU is set. gpus_here: CUDA devices visible on this node.
+    use_cpu: ACCELERATE_USE_CPU is set. gpus_here: CUDA devices visible on this node (only
+    consulted for MULTI_GPU configs without use_cpu).
     """
     kind = str(config.get("distributed_type", ""))
     if kind == "NO" and args.num_processes > 1:
@@ -398,7 +400,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
-    explicit = ns.procs_per_node or (int(env["SFT_PROCS_PER_NODE"])
+    explicit = ns.procs_per_node or (_positive_int(env["SFT_PROCS_PER_NODE"], "SFT_PROCS_PER_NODE")
                                      if env.get("SFT_PROCS_PER_NODE", "").strip() else None)
     if explicit is None and procs_per_node_from_env(env) is None:
         explicit = _cuda_device_count() or None

@@ -310,7 +310,7 @@ def memory_table(shape: ModelShape, setup: MemorySetup, dtype: str, micro_batch_
     state = state_memory(shape, setup)
     shapes = {"padding": (micro_batch_size, longest), "packing": (micro_batch_size, capacity)}
     cols = [(k, gc) for k in ("padding", "packing") for gc in (False, True)]
-    table = Table(title="Memory per GPU (GiB)", caption=f"* = this config; red = over {gpu_memory_gib:g} GiB "
+    table = Table(title="Memory per GPU (GiB)", caption=f"* = this config; (over) = more than {gpu_memory_gib:g} GiB "
                   "(--gpu-memory-gib); not counted: CUDA context, allocator slack, comm buffers")
     table.add_column("component")
     table.add_column("B/param", justify="right")
@@ -319,15 +319,17 @@ def memory_table(shape: ModelShape, setup: MemorySetup, dtype: str, micro_batch_
         table.add_column(f"{'*' if (k, gc) == mine else ''}{k} {rows}x{length} GC {'on' if gc else 'off'}",
                          justify="right")
     wb, gb, ob = bytes_per_param(setup.engine, setup.dtype)
+    on_cpu = {"weights": setup.offload_params, "gradients": setup.offload_optimizer,
+              "optimizer states": setup.offload_optimizer}
     for label, value, per in (("weights", state.weights, wb), ("gradients", state.grads, gb),
                               ("optimizer states", state.optimizer, ob), ("gathered unit (ZeRO-3)", state.gathered, "")):
-        table.add_row(label, str(per), *[_gib(value)] * len(cols))
+        table.add_row(label + (" (on CPU)" if on_cpu.get(label) else ""), str(per), *[_gib(value)] * len(cols))
     acts = [activation_memory(shape, *shapes[k], dtype, gc) for k, gc in cols]
     logits = [logits_memory(shape, *shapes[k], dtype, supervised_fraction) for k, _ in cols]
     table.add_row("activations", "", *map(_gib, acts))
     table.add_row(f"logits ({supervised_fraction:.0%} supervised)", "", *map(_gib, logits))
     totals = [state.gpu_total + a + lg for a, lg in zip(acts, logits)]
-    table.add_row("[bold]total GPU[/]", "", *[(f"[red]{_gib(x)}[/]" if x > gpu_memory_gib * GIB else _gib(x))
+    table.add_row("[bold]total GPU[/]", "", *[(f"[red]{_gib(x)} (over)[/]" if x > gpu_memory_gib * GIB else _gib(x))
                                               for x in totals])
     if state.cpu:
         table.add_row(f"CPU RAM per GPU (x{gpus_per_node}/node)", "",

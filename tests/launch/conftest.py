@@ -57,6 +57,7 @@ class LocalSlurm:
         self.conf = root / "slurm.conf"
         self.socket = root / "munge" / "munge.socket.2"
         self.procs: list[subprocess.Popen] = []
+        self.logs: list = []  # daemons' stdout/stderr files, open while they run
         self.env = dict(os.environ, SLURM_CONF=str(self.conf), MUNGE_SOCKET=str(self.socket))
         self.env.pop("SLURM_JOB_ID", None)
 
@@ -97,15 +98,13 @@ class LocalSlurm:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        for handle in self._logs:
+        for handle in self.logs:
             handle.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    _logs: list = []
-
     def _spawn(self, argv: list, name: str) -> None:
-        log = open(self.root / "log" / f"{name}.stdout", "w")
-        self._logs = [*self._logs, log]
+        log = open(self.root / "log" / f"{name}.stdout", "w")  # noqa: SIM115 - open while it runs
+        self.logs.append(log)
         self.procs.append(subprocess.Popen([str(a) for a in argv], stdout=log, stderr=log,
                                            env=self.env, start_new_session=True))
         time.sleep(0.2)
@@ -234,7 +233,7 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
     cluster = LocalSlurm(root)
     try:
         cluster.start()
-    except Exception as e:  # a broken daemon start must not leave daemons behind
+    except Exception as e:  # noqa: BLE001 - a broken start must not leave daemons behind
         logs = "\n".join(cluster.log_tail(n, 800) for n in
                          ("slurmctld.log", "slurmd-n1.log", "munged.log"))
         cluster.stop()

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import patch_environment
@@ -118,7 +117,7 @@ def test_deepspeed_json_trains_with_every_auto_filled(name: str, tmp_path: Path)
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"launch/accelerate/{name}.yaml",
          "--num_processes", "1", "--main_process_port", "0", str(Path(__file__).with_name("ds_probe.py")),
          str(tmp_path / "result.json")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     conf = result["config"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from sft.launch import (
     main,
     override_value,
     procs_per_node_from_env,
+    recorded_exit_code,
     run_dir_for_job,
     slurm_launch_args,
 )
@@ -222,6 +225,17 @@ def test_sweep_refuses_what_it_cannot_expand(bad: str) -> None:
         expand_sweep([bad])
 
 
+def test_recorded_exit_code_reads_only_this_attempts_summary(tmp_path: Path) -> None:
+    assert recorded_exit_code(tmp_path, since=0) is None  # no summary yet
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"exit_code": 75, "steps": 4}))
+    os.utime(summary, (1000.0, 1000.0))
+    assert recorded_exit_code(tmp_path, since=999.0) == 75
+    assert recorded_exit_code(tmp_path, since=1001.0) is None  # left by an earlier attempt
+    summary.write_text("{not json")
+    assert recorded_exit_code(tmp_path, since=0) is None
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_prints_the_full_command_for_this_node(monkeypatch, capsys) -> None:
     for key, value in job_env(2, 1, "n[1-2]", job_id="17", MASTER_ADDR="127.0.0.1",
@@ -240,7 +254,7 @@ def test_cli_prints_the_full_command_for_this_node(monkeypatch, capsys) -> None:
 def test_cli_error_is_one_line_and_exit_code_2() -> None:
     env = {"PATH": "/usr/bin:/bin", "SLURM_NODEID": "0"}
     done = subprocess.run([sys.executable, "-m", "sft.launch", "slurm-args"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: SLURM_JOB_NUM_NODES")
     assert len(done.stderr.strip().splitlines()) == 1
@@ -249,5 +263,5 @@ def test_cli_error_is_one_line_and_exit_code_2() -> None:
 @pytest.mark.parametrize("script", ["train.sbatch", "node.sh", "sweep.sh"])
 def test_shell_scripts_parse(script: str) -> None:
     done = subprocess.run(["bash", "-n", str(ROOT / "launch" / "slurm" / script)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, check=False, timeout=30)
     assert done.returncode == 0, done.stderr

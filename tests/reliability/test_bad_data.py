@@ -118,7 +118,7 @@ def test_no_micro_batch_without_a_target_is_ever_built(tokenizer, tmp_path, coll
 @pytest.mark.slow
 def test_run_stops_with_one_line_exit_2_and_no_traceback(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", {4: BAD["unknown_role"]})
-    r = run_train(tmp_path / "run", "model=tiny", f"data.path={path}", "data.format=auto", "data.val_fraction=0",
+    r = run_train(tmp_path / "run", "model=tiny", f"data.path={path}", "data.max_bad_fraction=0", "data.val_fraction=0",
                   "train.max_steps=1", "train.progress=false", "train.tensorboard=false")
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2, r.stderr[-2000:]
