@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= cpu,dev,deepspeed,eval,ner
 DEMO_ARGS ?=
 
-.PHONY: help venv demo test test-fast lint bench clean
+.PHONY: help venv demo test test-fast test-slurm lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: venv  ## the full test suite (unit, slow, distributed; gpu tests skip with
 
 test-fast: venv  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow and not distributed and not slurm" tests
+
+test-slurm: venv  ## the real-Slurm launch tests only (root + Debian slurm packages)
+	$(BIN)/python -m pytest -q -m slurm tests/launch
 
 lint: venv  ## ruff
 	$(BIN)/ruff check sft tests benchmarks

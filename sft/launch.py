@@ -2,7 +2,7 @@
 
     python -m sft.launch slurm-args [--procs-per-node N] [-- OVERRIDES...]   # full command, one node
     python -m sft.launch slurm-args --args-only                              # accelerate args only
-    python -m sft.launch run-dir [-- OVERRIDES...]        # outputs/<experiment>/slurm-<job id>
+    python -m sft.launch run-dir [-- OVERRIDES...]        # outputs/<experiment>/<job id>
     python -m sft.launch sweep collator=padding,packing model=tiny   # one line per job
     python -m sft.launch trainer-exit RUN_DIR --since EPOCH_S   # exit code in a fresh summary.json
 
@@ -311,20 +311,17 @@ def launch_command(
 
 
 def run_dir_for_job(env: Mapping[str, str], overrides: Sequence[str], root: str = "outputs") -> str:
-    """`run_dir=` from the overrides if given, else <root>/<experiment>/slurm-<job id>.
+    """`run_dir=` from the overrides if given, else <root>/<experiment>/<SLURM_JOB_ID>.
 
-    Array tasks use <array job id>_<task id>. The experiment is the last `experiment=` override,
-    else `default` (the trainer's own default).
+    The same folder the trainer's Hydra config picks by itself inside a SLURM job
+    (`outputs/${experiment}/${SLURM_JOB_ID}`). The experiment is the last `experiment=` override,
+    else `default` (the trainer's own default). Array tasks have their own SLURM_JOB_ID.
     """
     explicit = override_value(overrides, "run_dir")
     if explicit:
         return explicit
     experiment = override_value(overrides, "experiment") or "default"
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    else:
-        job = _require(env, "SLURM_JOB_ID")
-    return f"{root}/{experiment}/slurm-{job}"
+    return f"{root}/{experiment}/{_require(env, 'SLURM_JOB_ID')}"
 
 
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:

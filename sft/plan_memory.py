@@ -316,7 +316,7 @@ def memory_table(shape: ModelShape, setup: MemorySetup, dtype: str, micro_batch_
     table.add_column("B/param", justify="right")
     for k, gc in cols:
         rows, length = shapes[k]
-        table.add_column(f"{'*' if (k, gc) == mine else ''}{k} {rows}x{length} GC {'on' if gc else 'off'}",
+        table.add_column(f"{'*' if (k, gc) == mine else ''}{k} {rows}x{length}\nGC {'on' if gc else 'off'}",
                          justify="right")
     wb, gb, ob = bytes_per_param(setup.engine, setup.dtype)
     on_cpu = {"weights": setup.offload_params, "gradients": setup.offload_optimizer,
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         longest, sup_frac, supervised = cfg.data.max_length, 1.0, 0
 
-    con = Console(width=None if sys.stdout.isatty() else 120)
+    con = Console(width=None if sys.stdout.isatty() else 132)
     con.print(f"[bold]{shape.name}[/]: {shape.num_params() / 1e9:.3f} B params, {shape.num_layers} layers, "
               f"hidden {shape.hidden_size}, heads {shape.num_heads}/{shape.num_kv_heads} kv, vocab {shape.vocab_size}")
     off = "+".join(k for k, v in (("optimizer", setup.offload_optimizer), ("params", setup.offload_params)) if v) or "none"

@@ -54,10 +54,13 @@ def run(cfg: DictConfig) -> None:
         try:
             recipe.setup()
             _exit_code = recipe.train()
-        except (torch.OutOfMemoryError, MemoryError):
+        except (torch.OutOfMemoryError, MemoryError) as oom:
             msg = recipe.oom_message()
             print(f"error: {msg}", file=sys.stderr, flush=True)
-            get_error_handler().record_exception(RuntimeError(msg))  # the launcher's summary shows it
+            try:  # the error file's traceback (shown in the launcher's summary) ends with the advice
+                raise RuntimeError(msg) from oom
+            except RuntimeError as advice:
+                get_error_handler().record_exception(advice)
             _exit_code = EXIT_OOM
         finally:
             recipe.close()

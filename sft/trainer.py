@@ -477,7 +477,7 @@ class Recipe:
             "dropped_fragments_per_epoch": plan0.dropped_fragments, "exit_code": exit_code,
             "data": self.data.report.to_dict()["counts"],
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (self.run_dir / "summary.json").write_text(ckpt.redact_secrets(json.dumps(summary, indent=2)))
 
     def _last_loss(self) -> float | None:
         path = self.run_dir / "metrics.jsonl"
@@ -491,7 +491,7 @@ class Recipe:
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, _frame):
-            rank = getattr(self, "rank", os.environ.get("RANK", 0))
+            rank = getattr(self, "rank", os.environ.get("RANK", "0"))
             print(f"[sft] rank {rank}: got signal {signum}; saving at the next step boundary", flush=True)
             self.stop_requested = True
             # later signals are ignored by the OS, also while the checkpoint is written and during

@@ -6,7 +6,7 @@
 #
 # Options before `--` go to every `sbatch`; overrides after it go to every job, a comma list
 # (`key=a,b`) expanding to one job per value (several lists: their product). Each job gets its own
-# job id, so its own run directory (outputs/<experiment>/slurm-<job id>), and requeues on its own.
+# job id, so its own run directory (outputs/<experiment>/<job id>), and requeues on its own.
 # Prints one line per job: its id, then its overrides. Set SFT_SBATCH_SCRIPT to submit another
 # batch script.
 set -euo pipefail

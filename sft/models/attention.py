@@ -74,14 +74,39 @@ def _cuda_varlen(q, k, v, cu, max_len, scale, window: int | None):
 
 
 def _causal_sdpa(q, k, v, p: float, scale, window: int | None) -> torch.Tensor:
-    """Causal attention of one segment, [H, n, D]; banded to `window` keys when set."""
-    gqa = q.shape[0] != k.shape[0]
-    n = q.shape[1]
+    """Causal attention of one segment, [1, H, n, D]; banded to `window` keys when set.
+
+    4-D inputs matter: CPU sdpa runs its flash kernel on them, but falls back to the O(n^2)
+    math kernel for 3-D ones (4-5x slower here).
+    """
+    gqa = q.shape[1] != k.shape[1]
+    n = q.shape[2]
     if window is None or n <= window:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scale, enable_gqa=gqa)
     i = torch.arange(n, device=q.device)
     band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=p, scale=scale, enable_gqa=gqa)
+
+
+def _per_segment(query, key, value, cu: torch.Tensor, p: float, scale, window: int | None) -> torch.Tensor:
+    """[B, H, L, D] -> [B, H, L, D]: causal attention inside every segment of every row.
+
+    Segments (flat offsets in `cu`) never cross a row and cover every position, so each row's
+    output is the concatenation of its segments' outputs.
+    """
+    width = query.shape[2]
+    bounds = cu.tolist()
+    rows: list[list[torch.Tensor]] = [[] for _ in range(query.shape[0])]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b <= a:
+            continue
+        r, s = divmod(a, width)
+        e = b - r * width
+        if e > width:
+            raise ValueError(f"a segment [{a}, {b}) crosses the end of row {r} (width {width})")
+        rows[r].append(_causal_sdpa(query[r:r + 1, :, s:e], key[r:r + 1, :, s:e], value[r:r + 1, :, s:e],
+                                    p, scale, window))
+    return torch.cat([torch.cat(parts, dim=2) for parts in rows], dim=0)
 
 
 def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
@@ -99,28 +124,21 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
         else:  # plain causal attention, one sample per row
             cu = torch.arange(0, (bsz + 1) * width, width, dtype=torch.int32)
             max_len = width
-    # [B, H, L, D] -> [B*L, H, D]
-    q = query.transpose(1, 2).reshape(bsz * width, n_heads, head_dim)
-    k = key.transpose(1, 2).reshape(bsz * width, key.shape[1], head_dim)
-    v = value.transpose(1, 2).reshape(bsz * width, value.shape[1], head_dim)
     if not cu.is_cuda and int(cu[-1]) != bsz * width:  # checked on the host only: no device sync
         raise ValueError(f"cu_seq_lens cover {int(cu[-1])} positions but the batch has {bsz * width}")
     p = dropout if module.training else 0.0
     window = kwargs.get("sliding_window")  # passed by sliding-window models (Mistral, Qwen2, ...)
     window = int(window) if window and int(window) < int(max_len) else None
-    if q.is_cuda and p == 0.0 and q.dtype in FLASH_DTYPES and (window is None or "window_size" in _kernel_params()):
-        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling, window)
+    if query.is_cuda and p == 0.0 and query.dtype in FLASH_DTYPES and (
+            window is None or "window_size" in _kernel_params()):
+        # [B, H, L, D] -> [B*L, H, D], the kernel's packed layout
+        q, k, v = (t.transpose(1, 2).reshape(bsz * width, t.shape[1], head_dim) for t in (query, key, value))
+        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling, window).view(bsz, width, n_heads, head_dim)
     else:
-        out = torch.empty_like(q)
-        bounds = cu.tolist()
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if b <= a:
-                continue
-            qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # [H, n, D]
-            out[a:b] = _causal_sdpa(qs, ks, vs, p, scaling, window).transpose(0, 1)
+        out = _per_segment(query, key, value, cu, p, scaling, window).transpose(1, 2)
     if padded:  # pad positions attend only to pads: give them a zero output
-        out = out * attention_mask.reshape(-1, 1, 1).to(out.dtype)
-    return out.reshape(bsz, width, n_heads, head_dim), None
+        out = out * attention_mask.reshape(bsz, width, 1, 1).to(out.dtype)
+    return out.contiguous(), None
 
 
 def register_varlen() -> None:

@@ -52,7 +52,8 @@ def accelerate_cmd(config: str, num_processes: int, script: str = TRAIN) -> list
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def losses(run_dir: Path) -> list[float]:

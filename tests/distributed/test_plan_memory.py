@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from sft.plan_memory import (LLAMA3_8B, LLAMA3_70B, SMOLLM2_135M, MemorySetup, activation_memory, bytes_per_param,
-                             epoch_estimate, logits_memory, main, resolve_shape, setup_from_config, state_memory,
-                             train_flops)
+from sft.plan_memory import (
+    LLAMA3_8B,
+    LLAMA3_70B,
+    SMOLLM2_135M,
+    MemorySetup,
+    activation_memory,
+    bytes_per_param,
+    epoch_estimate,
+    logits_memory,
+    main,
+    resolve_shape,
+    setup_from_config,
+    state_memory,
+    train_flops,
+)
 
 P8 = 8_030_261_248
 
@@ -118,7 +130,7 @@ def _pieces(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 def test_steps_per_epoch_by_hand():
     pieces, mask = _pieces([4] * 8)
-    kw = dict(micro_batch_size=2, grad_accum=1, gpus=2, capacity=8)
+    kw = {"micro_batch_size": 2, "grad_accum": 1, "gpus": 2, "capacity": 8}
     pad = epoch_estimate(pieces, mask, kind="padding", strategy="bfd", **kw)
     assert (pad.rows, pad.steps, pad.real_tokens, pad.computed_tokens) == (8, 2, 32, 32)
     packed = epoch_estimate(pieces, mask, kind="packing", strategy="bfd", **kw)

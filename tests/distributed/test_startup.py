@@ -7,7 +7,7 @@ import pytest
 from sft.errors import UserError
 from sft.startup import check_setup, check_wrapped, deepspeed_offload
 
-OK = dict(expect_processes=0, expect_zero_stage=0, zero_stage=0, env_world_size=None)
+OK = {"expect_processes": 0, "expect_zero_stage": 0, "zero_stage": 0, "env_world_size": None}
 
 
 def _check(**kw):

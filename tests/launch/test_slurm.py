@@ -89,7 +89,7 @@ def test_two_node_ddp_matches_one_process(slurm_cluster, tmp_path) -> None:
                                 env=job_env(tmp_path), timeout=240)
     assert done.returncode == 0, tail(out)
     job_id = done.stdout.strip().splitlines()[0]
-    run_dir = tmp_path / "default" / f"slurm-{job_id}"  # pinned to the job id
+    run_dir = tmp_path / "default" / job_id  # pinned to the job id
     assert (run_dir / "summary.json").is_file(), tail(out)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6
@@ -110,7 +110,7 @@ def test_sigterm_checkpoints_requeues_and_resumes_to_the_same_loss(slurm_cluster
                                 env=job_env(tmp_path))
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
-    run_dir = tmp_path / "default" / f"slurm-{job_id}"
+    run_dir = tmp_path / "default" / job_id
     metrics = run_dir / "metrics.jsonl"
 
     deadline = time.monotonic() + 180
@@ -168,6 +168,6 @@ def test_sweep_submits_one_job_per_value_and_both_finish(slurm_cluster, tmp_path
     for job_id, words in submitted:
         job = slurm_cluster.wait_state(job_id, ("COMPLETED", "FAILED", "CANCELLED"), 240)
         assert job["JobState"] == "COMPLETED", tail(tmp_path / f"sft-{job_id}.out")
-        summary = json.loads((tmp_path / "default" / f"slurm-{job_id}" / "summary.json").read_text())
+        summary = json.loads((tmp_path / "default" / job_id / "summary.json").read_text())
         assert summary["collator"] == words.split()[0].split("=")[1]
         assert summary["steps"] == 3 and summary["exit_code"] == 0

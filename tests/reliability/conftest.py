@@ -73,7 +73,8 @@ def run_train(run_dir: Path, *overrides: str, processes: int = 1, engine: str = 
               timeout: float = 300) -> Run:
     cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
-    p = subprocess.run(cmd, cwd=ROOT, env=env_for(extra), capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=ROOT, env=env_for(extra), capture_output=True, text=True, timeout=timeout,
+                       check=False)
     return Run(p.returncode, p.stdout, p.stderr)
 
 

@@ -13,8 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import (MULTI, SINGLE, TINY, assert_same_run, checkpoint_steps, kill_run, losses, reference,
-                       rows, run_train, start_train, wait_for)
+from .conftest import (
+    MULTI,
+    SINGLE,
+    TINY,
+    assert_same_run,
+    checkpoint_steps,
+    kill_run,
+    losses,
+    reference,
+    rows,
+    run_train,
+    start_train,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +41,7 @@ def kill_then_rerun(run_dir: Path, args: list[str], kill_at: int, processes: int
     r = run_train(run_dir, *args, processes=processes, engine=engine)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {run_dir}/checkpoints/step-" in r.stdout
+    assert not list((run_dir / "checkpoints").glob(".tmp-*")), "a half-written checkpoint was left behind"
     return r.stdout
 
 
@@ -47,6 +60,25 @@ def test_single_process_packing_at_epoch_boundary(tmp_path_factory, tmp_path):
     args = [*base, f"train.save_every={per_epoch}"]  # the checkpoint falls exactly on the epoch boundary
     kill_then_rerun(tmp_path / "run", args, kill_at=per_epoch)
     assert_same_run(ref, tmp_path / "run")
+
+
+@pytest.mark.parametrize("damage", ["truncated_file", "missing_manifest"])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(single_reference, tmp_path, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(single_reference, run)
+    shutil.rmtree(run / "final")
+    assert checkpoint_steps(run) == [8, 10]
+    latest = run / "checkpoints" / "step-10"
+    if damage == "truncated_file":
+        weights = latest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (latest / "manifest.json").unlink()
+    r = run_train(run, *SINGLE)
+    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-8 " in r.stdout, r.stderr[-3000:]
+    assert_same_run(single_reference, run)
 
 
 @pytest.mark.distributed

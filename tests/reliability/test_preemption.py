@@ -17,8 +17,17 @@ import pytest
 from sft import checkpoint as ckpt
 from sft.trainer import EXIT_PREEMPTED, Recipe
 
-from .conftest import (MULTI, SINGLE, assert_same_run, checkpoint_steps, losses, output, run_processes, run_train,
-                       start_train, wait_for)
+from .conftest import (
+    MULTI,
+    SINGLE,
+    assert_same_run,
+    checkpoint_steps,
+    losses,
+    output,
+    run_processes,
+    run_train,
+    start_train,
+)
 
 
 def wait_for_step(run_dir: Path, step: int, proc) -> None:
