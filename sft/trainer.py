@@ -141,13 +141,14 @@ class Recipe:
         self.collate = build_collator(c.name, pad_id=self.tokenizer.pad_token_id, pad_to_multiple_of=c.pad_to_multiple_of,
                                       flatten=flatten, isolate=c.isolate)
         self._plans: dict[int, EpochPlan] = {}
-        self.steps_per_epoch = len(self.plan(0))
+        self._epoch_steps: dict[int, int] = {}
+        self.steps_per_epoch = self.epoch_steps(0)
         t = cfg.train
         if t.max_steps > 0:
             self.total_steps = t.max_steps
         else:
             full, frac = int(t.epochs), t.epochs - int(t.epochs)
-            self.total_steps = sum(len(self.plan(e)) for e in range(full)) + math.ceil(frac * len(self.plan(full)))
+            self.total_steps = sum(self.epoch_steps(e) for e in range(full)) + math.ceil(frac * self.epoch_steps(full))
         self.labels_of = lambda a, b: self._labels(a, b)
 
     def _labels(self, a: int, b: int) -> np.ndarray:
@@ -156,7 +157,7 @@ class Recipe:
     def plan(self, epoch: int) -> EpochPlan:
         if epoch not in self._plans:
             c, t = self.cfg.collator, self.cfg.train
-            self._plans = {k: v for k, v in self._plans.items() if k >= epoch - 1}
+            self._plans = {k: v for k, v in self._plans.items() if k == 0 or k >= epoch - 1}
             self._plans[epoch] = plan_epoch(
                 self.data.train, self.data.tokens.mask, kind=c.name, micro_batch_size=t.micro_batch_size,
                 grad_accum=t.grad_accum, world_size=self.world, seed=self.cfg.seed, epoch=epoch,
@@ -248,10 +249,16 @@ class Recipe:
     # ----------------------------------------------------------------------------- loop
     def locate(self, step: int) -> tuple[int, int]:
         epoch = 0
-        while step >= len(self.plan(epoch)):
-            step -= len(self.plan(epoch))
+        while step >= self.epoch_steps(epoch):
+            step -= self.epoch_steps(epoch)
             epoch += 1
         return epoch, step
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Optimizer steps of an epoch (cached: plans themselves are kept only for the current epoch)."""
+        if epoch not in self._epoch_steps:
+            self._epoch_steps[epoch] = len(self.plan(epoch))
+        return self._epoch_steps[epoch]
 
     def _all_reduce(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
