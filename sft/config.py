@@ -64,6 +64,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     dropout: float | None = None  # overrides the model's attention dropout when set
+    chat_template: str | None = None  # a .jinja file, or a model folder/hub id whose template to use
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -392,6 +392,15 @@ def _load_yaml(path: Path) -> dict:
         return yaml.safe_load(f) or {}
 
 
+def _preset_distributed(overrides: list[str]) -> str | None:
+    """The `distributed.name` an experiment preset selects (None when it selects none)."""
+    from sft.cli_config import compose
+
+    cfg = compose([*overrides, "run_dir=/tmp/sft-launch-probe"])
+    name = cfg.distributed.name
+    return None if name == "single" else str(name)
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -405,6 +414,8 @@ def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
     root = Path(ns.root)
     overrides = list(ns.overrides)
     distributed = override_value(overrides, "distributed")
+    if distributed is None and override_value(overrides, "experiment") is not None:
+        distributed = _preset_distributed(overrides)  # a preset (e.g. the paper's) chooses its engine
     if distributed is None:
         distributed = "single" if args.num_processes == 1 else "ddp"
         overrides.insert(0, f"distributed={distributed}")

@@ -107,13 +107,17 @@ class Recipe:
                         "setup); use it only to measure that leak")
             self.attn = "sdpa" if self.attn == "varlen" else self.attn
         with self.accelerator.main_process_first():
-            self.tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code)
+            self.tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code, m.chat_template)
         # ZeRO-3 init partitions weights with collectives while they are built: all ranks build together
         from transformers.integrations import is_deepspeed_zero3_enabled
         together = is_deepspeed_zero3_enabled()
+        # bf16 without DeepSpeed: fp32 master weights + bf16 autocast (pure bf16 AdamW loses small
+        # updates); DeepSpeed keeps its own fp32 master copy, so it loads bf16 weights directly
+        load_dtype = "fp32" if m.dtype == "bf16" and self.accelerator.state.deepspeed_plugin is None and not m.lora.enabled \
+            else m.dtype
         with contextlib.nullcontext() if together else self.accelerator.main_process_first():
             self.model = load_model(
-                m.name_or_path, arch=m.arch, dtype=m.dtype, attn_implementation=self.attn,
+                m.name_or_path, arch=m.arch, dtype=load_dtype, attn_implementation=self.attn,
                 gradient_checkpointing=m.gradient_checkpointing, trust_remote_code=m.trust_remote_code,
                 dropout=m.dropout, vocab_size=len(self.tokenizer), seed=cfg.seed,
                 tiny_hidden_size=m.tiny_hidden_size, tiny_layers=m.tiny_layers)
@@ -311,8 +315,8 @@ class Recipe:
                 loss_local += unit_sum.detach().double()
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 \
                 else torch.tensor(0.0)
-            if fault == "stall":  # a hung rank: the others must fail at the process-group timeout
-                time.sleep(3600)
+            while fault == "stall" and not self.stop_requested:  # a hung rank (the launcher's SIGTERM ends it)
+                time.sleep(0.1)
             # one collective agrees on the loss, a pre-emption request and which ranks saw a non-finite loss
             bad_local = not math.isfinite(float(loss_local))
             reduced = self._all_reduce([float(loss_local), float(self.stop_requested)] +

@@ -163,7 +163,7 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
     lengths = loaded.lengths()
     out: dict[str, Any] = {
-        "samples": int(len(lengths)), "tokens": int(lengths.sum()),
+        "samples": len(lengths), "tokens": int(lengths.sum()),
         "length": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
                    "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
         "max_length": cfg.data.max_length, "capacity": cap,
@@ -183,18 +183,22 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
                                     "lower_bound": lower, "dropped_fragments": int(dropped),
                                     "dropped_tokens": int(lengths.sum()) - tokens}
     t = cfg.train
-    common = dict(grad_accum=t.grad_accum, world_size=world_size, seed=cfg.seed, epoch=0, capacity=cap)
+    common = {"grad_accum": t.grad_accum, "world_size": world_size, "seed": cfg.seed, "epoch": 0, "capacity": cap}
     pad_plan = plan_epoch(data.train, data.tokens.mask, kind="padding", micro_batch_size=t.micro_batch_size, **common)
     pack_plan = plan_epoch(data.train, data.tokens.mask, kind="packing", micro_batch_size=t.micro_batch_size,
                            strategy=cfg.collator.strategy, **common)
     per_pack = out["packing"][cfg.collator.strategy]["samples_per_pack"]
+    equal = max(1, round(t.micro_batch_size / per_pack))
+    equal_plan = plan_epoch(data.train, data.tokens.mask, kind="packing", micro_batch_size=equal,
+                            strategy=cfg.collator.strategy, **common)
     out["steps_per_epoch"] = {
         "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum, "world_size": world_size,
         "padding": len(pad_plan), "packing": len(pack_plan),
         "samples_per_step_padding": len(lengths) / max(len(pad_plan), 1),
         "samples_per_step_packing": len(lengths) / max(len(pack_plan), 1),
-        # packs per micro-batch that keep padding's samples per step (same schedule length)
-        "packs_per_micro_batch_for_equal_steps": max(1, round(t.micro_batch_size / per_pack)),
+        # packs per micro-batch closest to padding's samples per step (about the same schedule length)
+        "packs_per_micro_batch_for_equal_steps": equal,
+        "packing_at_that_micro_batch_size": len(equal_plan),
     }
     return out
 
@@ -233,9 +237,9 @@ def print_stats(s: dict) -> None:
     console.print(f"optimizer steps per epoch (micro_batch_size {st['micro_batch_size']}, grad_accum "
                   f"{st['grad_accum']}, {st['world_size']} process(es)): padding [bold]{st['padding']}[/] "
                   f"({st['samples_per_step_padding']:.1f} samples/step), packing [bold]{st['packing']}[/] "
-                  f"({st['samples_per_step_packing']:.1f} samples/step); "
-                  f"train.micro_batch_size={st['packs_per_micro_batch_for_equal_steps']} packs keeps padding's "
-                  f"number of steps")
+                  f"({st['samples_per_step_packing']:.1f} samples/step); with "
+                  f"train.micro_batch_size={st['packs_per_micro_batch_for_equal_steps']} packing takes "
+                  f"{st['packing_at_that_micro_batch_size']} steps, the closest to padding's")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -127,7 +127,7 @@ def plan_epoch(pieces: np.ndarray, mask: np.ndarray, *, kind: str, micro_batch_s
     tail = rows[n_full * per_step_rows:]
     dropped_tail = 0
     if tail:
-        q, e = divmod(len(tail), world_size)
+        q = len(tail) // world_size
         keep, extra = tail[:q * world_size], tail[q * world_size:]
         singles = [[seg] for row in extra for seg in row]  # explode leftover rows into samples
         n_singles = (len(singles) // world_size) * world_size

@@ -15,6 +15,7 @@ row's grey part is exactly `width - sum(segment lengths)` tokens.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def runs(flags: np.ndarray) -> list[tuple[int, int, bool]]:
         return []
     cuts = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
     bounds = [0, *cuts.tolist(), len(flags)]
-    return [(a, b, bool(flags[a])) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(a, b, bool(flags[a])) for a, b in itertools.pairwise(bounds)]
 
 
 # tab10 without its grey, so no sample looks like padding

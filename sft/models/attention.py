@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ def _per_segment(query, key, value, cu: torch.Tensor, p: float, scale, window: i
     width = query.shape[2]
     bounds = cu.tolist()
     rows: list[list[torch.Tensor]] = [[] for _ in range(query.shape[0])]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if b <= a:
             continue
         r, s = divmod(a, width)
@@ -144,7 +145,6 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 def register_varlen() -> None:
     """Make `attn_implementation="varlen"` available to every transformers model (idempotent)."""
     from transformers import AttentionInterface
-
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
     AttentionInterface.register(NAME, varlen_attention_forward)

@@ -39,24 +39,44 @@ def resolve_attn_implementation(requested: str, collator: str, cuda: bool, train
     return requested
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None):
+    """The model's tokenizer (pad = eos when it has none), with a chat template it can render."""
     from transformers import AutoTokenizer
 
     if name_or_path == "tiny":
         from sft.models.tiny import build_tiny_tokenizer
 
-        return build_tiny_tokenizer()
-    path = _resolve_path(name_or_path)
-    try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load a tokenizer from model.name_or_path={name_or_path} ({str(e).splitlines()[0]})") from None
+        tok = build_tiny_tokenizer()
+    else:
+        path = _resolve_path(name_or_path)
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load a tokenizer from model.name_or_path={name_or_path} "
+                            f"({str(e).splitlines()[0]})") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if chat_template:
+        tok.chat_template = _template_from(chat_template, trust_remote_code)
     if not tok.chat_template:
-        raise UserError(f"the tokenizer of {name_or_path} has no chat template; SFT renders conversations "
-                        "with the tokenizer's own template: use an instruct/chat tokenizer or add one")
+        raise UserError(f"the tokenizer of {name_or_path} has no chat template; set model.chat_template to a "
+                        ".jinja file or to an instruct model whose template to use (e.g. its -Instruct sibling)")
     return tok
+
+
+def _template_from(spec: str, trust_remote_code: bool) -> str:
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return p.read_text()
+    from transformers import AutoTokenizer
+
+    try:
+        template = AutoTokenizer.from_pretrained(_resolve_path(spec), trust_remote_code=trust_remote_code).chat_template
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.chat_template={spec}: neither a file nor a loadable tokenizer ({str(e).splitlines()[0]})") from None
+    if not template:
+        raise UserError(f"model.chat_template={spec}: that tokenizer has no chat template either")
+    return template
 
 
 def _resolve_path(name_or_path: str) -> str:

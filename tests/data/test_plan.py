@@ -122,7 +122,8 @@ def test_random_concat_covers_every_token_once_except_counted_fragments(mask_kin
                                            ("packing", "first_fit_shuffle")])
 def test_plan_is_deterministic(kind, strategy):
     pieces, mask = _data()
-    args = dict(kind=kind, micro_batch_size=3, grad_accum=2, world_size=2, capacity=512, strategy=strategy)
+    args = {"kind": kind, "micro_batch_size": 3, "grad_accum": 2, "world_size": 2, "capacity": 512,
+            "strategy": strategy}
     a = plan_epoch(pieces, mask, seed=1, epoch=0, **args)
     b = plan_epoch(pieces, mask, seed=1, epoch=0, **args)
     assert a.steps == b.steps and a.dropped_tail == b.dropped_tail

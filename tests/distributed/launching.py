@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = ROOT / "launch" / "accelerate"
 TRAIN = str(ROOT / "sft" / "train.py")
 # a few fp32 steps of the tiny model on 200 demo conversations (byte-level tokens, so rows whose
-# prompt alone exceeds 512 bytes are skipped as bad rows: allowed up to half of them)
+# prompt alone exceeds 512 bytes are skipped as bad rows: allowed up to half of them), evaluated
+# after step 3 on 10 held-out samples in micro-batches of 4 (3 of them: uneven over 2 ranks)
 COMMON = ["model=tiny", "data=demo", "data.demo_size=200", "data.max_length=512", "data.max_bad_fraction=0.5",
-          "data.val_fraction=0", "model.dtype=fp32", "train.max_steps=3", "train.progress=false",
-          "train.tensorboard=false", "optim.warmup_ratio=0", "optim.lr=1e-3"]
+          "data.val_fraction=0.05", "train.eval_every=3", "train.eval_micro_batch_size=4", "model.dtype=fp32",
+          "train.max_steps=3", "train.progress=false", "train.tensorboard=false", "optim.warmup_ratio=0",
+          "optim.lr=1e-3"]
 LAUNCH_TIMEOUT = 420  # DeepSpeed JIT-compiles one CPU op (~50 s) on its very first run
 _SCRUB = ("ACCELERATE_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
           "TORCHELASTIC_", "SLURM_", "OMP_NUM_THREADS")
@@ -56,13 +58,19 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = LAUNCH
                           check=False)
 
 
-def losses(run_dir: Path) -> list[float]:
+def losses(run_dir: Path, key: str = "loss") -> list[float]:
+    """The values of `key` (loss, eval_loss) in the order metrics.jsonl logged them."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
+    return [r[key] for r in rows if key in r]
 
 
 def check_ok(proc: subprocess.CompletedProcess, what: str) -> None:
-    assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    """Fail with the part of stderr that explains it: a worker's fatal error if any, else the tail."""
+    if proc.returncode == 0:
+        return
+    fatal = proc.stderr.find("Fatal Python error")
+    shown = proc.stderr[fatal:fatal + 6000] if fatal >= 0 else proc.stderr[-4000:]
+    raise AssertionError(f"{what} failed (exit {proc.returncode}):\n{shown}")
 
 
 def two_process_overrides(model_dir: Path, distributed: str, collator: str, run_dir: Path) -> list[str]:

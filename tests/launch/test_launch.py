@@ -248,6 +248,19 @@ def test_cli_prints_the_full_command_for_this_node(monkeypatch, capsys) -> None:
     assert words[-3:] == ["sft/train.py", "distributed=ddp", "model=tiny"]
 
 
+def test_preset_chooses_its_engine_when_no_distributed_override(monkeypatch, capsys) -> None:
+    for key, value in job_env(4, 0, "gpu[01-04]", job_id="7").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ACCELERATE_CONFIG", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.chdir(ROOT)
+    assert main(["slurm-args", "--procs-per-node", "8", "--python", "py", "--",
+                 "experiment=paper_llama3_8b", "collator=packing"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[words.index("--config_file") + 1] == "launch/accelerate/multinode_zero3.yaml"
+    assert "distributed=ddp" not in words and words[-2:] == ["experiment=paper_llama3_8b", "collator=packing"]
+
+
 def test_cli_error_is_one_line_and_exit_code_2() -> None:
     env = {"PATH": "/usr/bin:/bin", "SLURM_NODEID": "0"}
     done = subprocess.run([sys.executable, "-m", "sft.launch", "slurm-args"], cwd=ROOT, env=env,

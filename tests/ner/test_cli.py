@@ -198,11 +198,7 @@ def test_prompt_on_a_custom_file_uses_it_as_pool_minus_the_query(tmp_path, llm_s
     )
     assert code == 0, err
     prompts = "\n".join(r["body"]["messages"][0]["content"] for r in state["requests"])
-    assert (
-        "The given sentence: Take Ibuprofen\nThe labeled sentence: Take @@Ibuprofen##" in prompts
-    )
-    assert (
-        "The given sentence: Aspirin helps\nThe labeled sentence: @@Aspirin## helps" in prompts
-    )
+    assert "The given sentence: Take Ibuprofen\nThe labeled sentence: Take @@Ibuprofen##" in prompts
+    assert "The given sentence: Aspirin helps\nThe labeled sentence: @@Aspirin## helps" in prompts
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["settings"]["dataset"] == "custom" and metrics["per_type"]["DRUG"]["tp"] == 1

@@ -88,3 +88,16 @@ def test_parse_yes_no():
     assert parse_yes_no("maybe") is None
     assert parse_yes_no("") is None
     assert parse_yes_no("nope") is None
+
+
+def test_the_prompts_shown_in_docs_are_the_real_ones():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ner.md").read_text()
+    blocks = re.findall(r"```\n(.*?)\n```", doc.split("## The prompt")[1], re.DOTALL)
+    demo = Sentence(
+        ["Peter", "Blackburn", "met", "officials", "in", "Brussels"], [(0, 1, "PER"), (5, 5, "LOC")]
+    )
+    query = ["Japan", "coach", "Shu", "Kamo", "said", "the", "team", "played", "well", "."]
+    assert blocks[0] == ner_prompt(query, PER, [demo])
+    assert blocks[1] == verify_prompt(query, "Shu Kamo", PER)

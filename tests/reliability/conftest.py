@@ -73,8 +73,13 @@ def run_train(run_dir: Path, *overrides: str, processes: int = 1, engine: str = 
               timeout: float = 300) -> Run:
     cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
-    p = subprocess.run(cmd, cwd=ROOT, env=env_for(extra), capture_output=True, text=True, timeout=timeout,
-                       check=False)
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env_for(extra), capture_output=True, text=True, timeout=timeout,
+                           check=False)
+    except subprocess.TimeoutExpired:
+        for pid in run_processes(run_dir):  # the launcher is gone; its workers must not outlive the test
+            os.kill(pid, signal.SIGKILL)
+        raise
     return Run(p.returncode, p.stdout, p.stderr)
 
 

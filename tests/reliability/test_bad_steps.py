@@ -61,9 +61,10 @@ def test_too_many_in_a_row_abort_with_exit_3_naming_step_rank_and_samples(tmp_pa
 
 
 @pytest.mark.distributed
-def test_nan_on_one_rank_is_agreed_by_all_ranks(tmp_path):
+@pytest.mark.parametrize("engine", ["ddp", "zero3"])  # DeepSpeed steps inside backward and skips by itself
+def test_nan_on_one_rank_is_agreed_by_all_ranks(tmp_path, engine):
     run = tmp_path / "run"
-    r = run_train(run, *TINY, "train.max_steps=3", processes=2, env={"SFT_TEST_FAULT": "nan@2:1"})
+    r = run_train(run, *TINY, "train.max_steps=3", processes=2, engine=engine, env={"SFT_TEST_FAULT": "nan@2:1"})
     assert r.returncode == 0, r.stderr[-3000:]
     by_step = {row["step"]: row for row in rows(run) if "loss" in row}
     assert by_step[2].get("skipped") is True and "skipped" not in by_step[3]

@@ -9,6 +9,8 @@ step logs keep one line per step.
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -32,15 +34,19 @@ pytestmark = pytest.mark.slow
 
 
 def kill_then_rerun(run_dir: Path, args: list[str], kill_at: int, processes: int = 1, engine: str = "ddp") -> str:
-    """Run, SIGKILL every process once checkpoints/step-<kill_at> is committed, rerun; return its stdout."""
+    """Run; once checkpoints/step-<kill_at> is committed and a later step was logged, SIGKILL every
+    process of the run; rerun the same command; return its stdout."""
     p = start_train(run_dir, *args, processes=processes, engine=engine)
     wait_for(run_dir / "checkpoints" / f"step-{kill_at}" / "manifest.json", p)
+    while max(losses(run_dir), default=0) <= kill_at and p.poll() is None:
+        time.sleep(0.02)  # let it log past the checkpoint: the rerun must not log those steps twice
     kill_run(p, run_dir)
     assert not (run_dir / "final").exists(), "the run finished before it could be killed"
-    assert max(losses(run_dir)) >= kill_at
+    logged = max(losses(run_dir))
     r = run_train(run_dir, *args, processes=processes, engine=engine)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from {run_dir}/checkpoints/step-" in r.stdout
+    resumed = re.search(rf"resumed from {run_dir}/checkpoints/step-(\d+) ", r.stdout)
+    assert resumed and int(resumed.group(1)) < logged, (logged, r.stdout[-2000:])
     assert not list((run_dir / "checkpoints").glob(".tmp-*")), "a half-written checkpoint was left behind"
     return r.stdout
 
