@@ -173,7 +173,7 @@ def _parse(
     lexed = _lex(answer_line(text), labels)
     g2s, tok_of = _align(lexed.chars, lexed.word_of, tokens)
 
-    per_word: dict[int, list[int]] = {}
+    per_word: dict[int, list[bool]] = {}
     for w, s in zip(lexed.word_of, g2s):
         per_word.setdefault(w, []).append(s >= 0)
     stats.hallucinated_words = sum(2 * sum(v) < len(v) for v in per_word.values())
