@@ -1,26 +1,33 @@
-"""Training throughput of padding vs packing, measured through the real trainer (`sft/train.py`).
+"""Training throughput of padding vs packing, measured through the real trainer.
 
     python benchmarks/bench_train.py [--datasets demo,lima] [--steps 6] [--warmup 2] \
-        [--json benchmarks/results/train_cpu.json] [--markdown FILE]
+        [--json benchmarks/results/train_cpu.json]
 
 For every dataset (`data=demo`, and `data=lima` at max_length 2048 when ../shared/data holds it)
-it runs `sft/train.py` once per setup, for `--steps` optimizer steps of SmolLM2-135M (fp32):
+it trains SmolLM2-135M (fp32) for `--steps` optimizer steps once per setup, each run in its own
+process, with the trainer's own `Recipe` (exactly what `sft/train.py` runs):
 
     padding         collator=padding,      random micro-batches of 8 samples, sdpa + padding mask
     packing_varlen  collator=packing,      1 pack of max_length tokens per micro-batch, varlen
     packing_sdpa    collator=packing,      the same packs through sdpa's block-diagonal mask
     padding_free    collator=padding_free, padding's micro-batches of 8 without the pads, varlen
 
-and reads the per-step lines of the run's metrics.jsonl, skipping the first `--warmup` steps:
-real tokens/s = real (non-pad) tokens / step seconds. The ideal speed-up of packing is the
-padding run's computed/real tokens over those same steps (what padding wastes); achieved =
-real tokens/s of a packing setup / real tokens/s of padding; target achieved/ideal >= 90%.
-Collation is timed in this process on the very micro-batches those steps trained on (same plan,
-same collator as the trainer builds) and reported as a fraction of the step time (target < 2%).
+The per-step numbers come from the run's metrics.jsonl (tokens, pad tokens, step seconds as the
+trainer measures them), skipping the first `--warmup` steps. Two things the trainer does not log
+are measured around it, without changing it: the seconds spent in its collator (its `collate`
+callable is wrapped) and the process CPU seconds of every step (between the first collate calls
+of consecutive steps; the last step ends where `export_final` starts).
 
-The machine is shared: before starting, the script waits until the 1-minute load average is
-below `--max-load` (polling every 30 s, at most `--wait-max` seconds) and records the load before
-every run. On 2 cores SmolLM2 trains ~250 tokens/s, so a full run takes about 15 minutes.
+    real tokens/s       non-pad tokens / wall seconds of the measured steps (what a user sees)
+    ideal               computed / real tokens of the padding run's measured steps
+    achieved            real tokens/s of a setup / real tokens/s of padding; target >= 90% of ideal
+    collate / step      collator seconds / step seconds; target < 2%
+
+The machine is shared. The script first waits until the 1-minute load average is below
+`--max-load` (polling every 30 s, at most `--wait-max` s) and records the load before every run.
+Other processes slow the wall clock of some runs more than others, so the record also gives
+every throughput per CPU second of this process x the number of cores ("cpu-normalised"): what
+the run would reach alone on the machine, and far less sensitive to the others' load.
 """
 
 from __future__ import annotations
@@ -35,8 +42,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -70,146 +75,173 @@ def wait_for_quiet(max_load: float, wait_max: float, poll: float = 30.0) -> dict
         print(f"[bench] load average {load1():.2f} >= {max_load}: waiting ({time.time() - start:.0f} s so far)",
               flush=True)
         time.sleep(poll)
-    return {"load_at_start": first, "waited_s": round(time.time() - start, 1), "load_when_started": load1(),
-            "quiet": load1() < max_load}
+    return {"load_at_start": round(first, 2), "waited_s": round(time.time() - start, 1),
+            "load_when_started": round(load1(), 2), "quiet": load1() < max_load}
 
 
-def run_trainer(overrides: list[str], run_dir: Path, timeout: int) -> list[dict]:
-    """One `sft/train.py` run; returns the per-step rows of its metrics.jsonl."""
-    cmd = [sys.executable, str(ROOT / "sft" / "train.py"), *overrides, f"run_dir={run_dir}"]
+# --------------------------------------------------------------------------- one run (child process)
+
+
+def child(overrides: list[str], out: Path) -> None:
+    """Train with the trainer's Recipe; write per-step wall/CPU/collate seconds + metrics rows."""
+    from sft.cli_config import compose_job
+    from sft.trainer import Recipe
+
+    cfg, yaml = compose_job(overrides)
+    recipe = Recipe(cfg, yaml)
+    marks: dict[int, float] = {}  # step (1-based) -> process CPU time when its first collate began
+    collate_s: dict[int, float] = {}
+    try:
+        recipe.setup()
+        collate = recipe.collate
+        export = recipe.export_final
+
+        def timed_collate(*args, **kwargs):
+            step = recipe.step + 1
+            marks.setdefault(step, time.process_time())
+            t0 = time.perf_counter()
+            result = collate(*args, **kwargs)
+            collate_s[step] = collate_s.get(step, 0.0) + time.perf_counter() - t0
+            return result
+
+        def timed_export(*args, **kwargs):
+            marks.setdefault(recipe.step + 1, time.process_time())
+            return export(*args, **kwargs)
+
+        recipe.collate = timed_collate
+        recipe.export_final = timed_export
+        code = recipe.train()
+    finally:
+        recipe.close()
+    if code != 0:
+        raise SystemExit(f"training exited {code}")
+    rows = [json.loads(line) for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    steps = []
+    for r in rows:
+        if "loss" not in r:
+            continue
+        s = r["step"]
+        steps.append({**r, "wall_s": r["tokens"] / r["tokens_per_s"], "collate_s": collate_s[s],
+                      "cpu_s": marks[s + 1] - marks[s]})
+    out.write_text(json.dumps({"steps": steps, "attn": recipe.attn, "torch_threads": _threads()}))
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def run_child(overrides: list[str], run_dir: Path, timeout: int) -> dict:
+    out = run_dir.with_suffix(".json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--", *overrides,
+           f"run_dir={run_dir}"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r]
+    return json.loads(out.read_text())
 
 
-def measure(rows: list[dict], warmup: int) -> dict:
-    """Real and computed tokens/s over the steps after the warm-up."""
-    kept = [r for r in rows if r["step"] > warmup]
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(steps: list[dict], warmup: int, cores: int) -> dict:
+    """Throughput over the steps after the warm-up, by wall clock and per CPU second."""
+    kept = [r for r in steps if r["step"] > warmup]
     if not kept:
         raise RuntimeError(f"no step left after {warmup} warm-up steps")
-    seconds = [r["tokens"] / r["tokens_per_s"] for r in kept]
+    wall = sum(r["wall_s"] for r in kept)
+    cpu = sum(r["cpu_s"] for r in kept)
     real = sum(r["tokens"] for r in kept)
     computed = real + sum(r["pad_tokens"] for r in kept)
-    return {"steps": [r["step"] for r in kept], "real_tokens": real, "computed_tokens": computed,
-            "supervised_tokens": sum(r["supervised_tokens"] for r in kept), "samples": sum(r["samples"] for r in kept),
-            "seconds": sum(seconds), "step_s": sum(seconds) / len(kept),
-            "real_tokens_per_s": real / sum(seconds), "computed_tokens_per_s": computed / sum(seconds),
+    return {"steps": [r["step"] for r in kept], "samples": sum(r["samples"] for r in kept),
+            "real_tokens": real, "computed_tokens": computed,
+            "supervised_tokens": sum(r["supervised_tokens"] for r in kept),
+            "wall_s": wall, "cpu_s": cpu, "step_s": wall / len(kept),
+            "real_tokens_per_s": real / wall, "computed_tokens_per_s": computed / wall,
+            "real_tokens_per_s_cpu_normalised": real / cpu * cores,
+            "computed_tokens_per_s_cpu_normalised": computed / cpu * cores,
+            "cpu_utilisation": cpu / wall / cores,
+            "collate_s_per_step": sum(r["collate_s"] for r in kept) / len(kept),
+            "collate_fraction": sum(r["collate_s"] for r in kept) / wall,
             "loss_last": kept[-1]["loss"]}
 
 
-class CollateTimer:
-    """Times the trainer's collator on the micro-batches of given steps (same plan, same inputs)."""
+def padding_ideal_epoch(overrides: list[str], batch_size: int) -> tuple[float, int]:
+    """Computed/real tokens of random padding micro-batches over a whole epoch, and the sample count."""
+    from sft.data.cli import load
+    from sft.data.plan import plan_epoch
 
-    def __init__(self, overrides: list[str]) -> None:
-        from sft.cli_config import compose_job
-        from sft.data.dataset import prepare_data
-        from sft.models.build import load_tokenizer
-
-        cfg, _ = compose_job([*overrides, "run_dir=/tmp/sft-bench-unused"])
-        d = cfg.data
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.model.name_or_path)
-        self.data = prepare_data(
-            self.tokenizer, path=d.path, split=d.split, fmt=d.format, val_path=d.val_path,
-            val_fraction=d.val_fraction, val_max_samples=d.val_max_samples, max_length=d.max_length,
-            overlong=d.overlong, train_on=d.train_on, limit=d.limit, num_proc=d.num_proc,
-            max_bad_fraction=d.max_bad_fraction, system_prompt=d.system_prompt, demo_size=d.demo_size,
-            builder=d.builder, builder_args=dict(d.builder_args), seed=cfg.seed, progress=False)
-
-    def padding_ideal(self, batch_size: int) -> float:
-        """Computed/real tokens of random padding micro-batches over a whole epoch."""
-        from sft.data.plan import plan_epoch
-
-        plan = plan_epoch(self.data.train, self.data.tokens.mask, kind="padding", micro_batch_size=batch_size,
-                          grad_accum=1, world_size=1, seed=self.cfg.seed, epoch=0, capacity=self.cfg.data.max_length)
-        real = computed = 0
-        for step in plan.steps:
-            for mb in step[0]:
-                lens = [b - a for row in mb for a, b, _ in row]
-                real += sum(lens)
-                computed += len(lens) * max(lens)
-        return computed / real
-
-    def time_steps(self, setup: list[str], steps: list[int], repeat: int = 3) -> float:
-        """Seconds to collate one optimizer step's micro-batches, averaged over `steps` (best of `repeat`)."""
-        from sft.cli_config import compose_job
-        from sft.data.collators import build_collator
-        from sft.data.plan import plan_epoch
-        from sft.models.build import resolve_attn_implementation
-
-        cfg, _ = compose_job([*setup, "run_dir=/tmp/sft-bench-unused"])
-        c, t = cfg.collator, cfg.train
-        capacity = c.pack_length or cfg.data.max_length
-        attn = resolve_attn_implementation(cfg.model.attn_implementation, c.name, cuda=False)
-        flatten = attn in ("varlen", "flash_attention_2", "flash_attention_3")  # the trainer's rule
-        collate = build_collator(c.name, pad_id=self.tokenizer.pad_token_id, pad_to_multiple_of=c.pad_to_multiple_of,
-                                 flatten=flatten, isolate=c.isolate)
-        plan = plan_epoch(self.data.train, self.data.tokens.mask, kind=c.name, micro_batch_size=t.micro_batch_size,
-                          grad_accum=t.grad_accum, world_size=1, seed=cfg.seed, epoch=0, capacity=capacity,
-                          strategy=c.strategy)
-        ids, labels_of = self.data.tokens.ids, self.data.tokens.labels
-        best = float("inf")
-        for _ in range(repeat):
-            start = time.perf_counter()
-            for s in steps:
-                for rows in plan.steps[s - 1][0]:
-                    collate(rows, ids, labels_of)
-            best = min(best, time.perf_counter() - start)
-        return best / len(steps)
+    loaded = load(overrides)
+    data, cfg = loaded.data, loaded.cfg
+    plan = plan_epoch(data.train, data.tokens.mask, kind="padding", micro_batch_size=batch_size, grad_accum=1,
+                      world_size=1, seed=cfg.seed, epoch=0, capacity=cfg.data.max_length)
+    real = computed = 0
+    for step in plan.steps:
+        for mb in step[0]:
+            lens = [b - a for row in mb for a, b, _ in row]
+            real += sum(lens)
+            computed += len(lens) * max(lens)
+    return computed / real, len(data.train)
 
 
-def bench_dataset(name: str, base: list[str], args, out_root: Path) -> dict:
-    data_overrides = [*base, *COMMON, f"model={args.model}", f"train.max_steps={args.steps}", *args.extra]
-    timer = CollateTimer(data_overrides)
-    result: dict = {"overrides": data_overrides, "train_samples": int(len(timer.data.train)),
-                    "padding_ideal_epoch": timer.padding_ideal(8), "setups": {}}
+def bench_dataset(name: str, args, out_root: Path, cores: int) -> dict:
+    base = [*DATASETS[name], *COMMON, f"model={args.model}", f"train.max_steps={args.steps}", *args.extra]
+    ideal_epoch, n_train = padding_ideal_epoch(base, 8)
+    result: dict = {"overrides": base, "train_samples": n_train, "padding_ideal_epoch": ideal_epoch, "setups": {}}
     for setup in args.setups:
-        overrides = [*data_overrides, *SETUPS[setup]]
         run_dir = out_root / f"{name}-{setup}"
-        load_before = load1()
+        wait = wait_for_quiet(args.max_load, args.wait_each)
         t0 = time.time()
-        rows = run_trainer(overrides, run_dir, timeout=args.timeout)
-        m = measure(rows, args.warmup)
-        m["collate_s_per_step"] = timer.time_steps([*data_overrides, *SETUPS[setup]], m["steps"])
-        m["collate_fraction"] = m["collate_s_per_step"] / m["step_s"]
-        m["load_before"] = round(load_before, 2)
-        m["wall_s"] = round(time.time() - t0, 1)
-        m["setup"] = SETUPS[setup]
+        out = run_child([*base, *SETUPS[setup]], run_dir, timeout=args.timeout)
+        m = measure(out["steps"], args.warmup, cores)
+        m.update({"overrides": SETUPS[setup], "attn_implementation": out["attn"], "load_before": wait,
+                  "load_after": round(load1(), 2), "run_wall_s": round(time.time() - t0, 1),
+                  "torch_threads": out["torch_threads"]})
         result["setups"][setup] = m
-        print(f"[bench] {name:5s} {setup:15s} real {m['real_tokens_per_s']:7.1f} tok/s, computed "
-              f"{m['computed_tokens_per_s']:7.1f} tok/s, collate {m['collate_fraction']:.2%} of a step "
-              f"(load before {load_before:.2f}, {m['wall_s']:.0f} s)", flush=True)
+        print(f"[bench] {name:5s} {setup:15s} real {m['real_tokens_per_s']:6.1f} tok/s "
+              f"(cpu-normalised {m['real_tokens_per_s_cpu_normalised']:6.1f}), computed "
+              f"{m['computed_tokens_per_s']:6.1f} tok/s, collate {m['collate_fraction']:.3%} of a step, "
+              f"load {wait['load_when_started']:.2f} -> {m['load_after']:.2f}, {m['run_wall_s']:.0f} s", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)  # the exported model is 0.5 GB
     pad = result["setups"].get("padding")
     if pad:
         ideal = pad["computed_tokens"] / pad["real_tokens"]
         result["ideal_ratio"] = ideal
         for setup, m in result["setups"].items():
-            if setup != "padding":
-                m["achieved_ratio"] = m["real_tokens_per_s"] / pad["real_tokens_per_s"]
-                m["achieved_over_ideal"] = m["achieved_ratio"] / ideal
+            if setup == "padding":
+                continue
+            for suffix in ("", "_cpu_normalised"):
+                ratio = m[f"real_tokens_per_s{suffix}"] / pad[f"real_tokens_per_s{suffix}"]
+                m[f"achieved_ratio{suffix}"] = ratio
+                m[f"achieved_over_ideal{suffix}"] = ratio / ideal
     return result
 
 
 def markdown(record: dict) -> str:
-    lines = ["| data | setup | real tokens/s | computed tokens/s | speed-up (achieved) | ideal | achieved / ideal "
-             "| collate / step |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| data | setup | real tokens/s (wall) | real tokens/s (cpu-normalised) | speed-up wall / cpu-norm. "
+              "| ideal | achieved / ideal, wall / cpu-norm. | collate / step | load before -> after |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in record["datasets"].items():
         for setup, m in r["setups"].items():
-            ach = m.get("achieved_ratio")
-            speedup = "1.00" if ach is None else f"{ach:.2f}"
-            of_ideal = "" if ach is None else f"{m['achieved_over_ideal']:.0%}"
+            if "achieved_ratio" in m:
+                speed = f"{m['achieved_ratio']:.2f} / {m['achieved_ratio_cpu_normalised']:.2f}"
+                of_ideal = f"{m['achieved_over_ideal']:.0%} / {m['achieved_over_ideal_cpu_normalised']:.0%}"
+            else:
+                speed, of_ideal = "1 (reference)", ""
             lines.append(
-                f"| {name} | {setup} | {m['real_tokens_per_s']:.1f} | {m['computed_tokens_per_s']:.1f} | "
-                f"{speedup} | {r.get('ideal_ratio', float('nan')):.2f} | {of_ideal} | {m['collate_fraction']:.2%} |")
+                f"| {name} | {setup} | {m['real_tokens_per_s']:.1f} | {m['real_tokens_per_s_cpu_normalised']:.1f} | "
+                f"{speed} | {r.get('ideal_ratio', float('nan')):.2f} | {of_ideal} | {m['collate_fraction']:.2%} | "
+                f"{m['load_before']['load_when_started']:.2f} -> {m['load_after']:.2f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # one training run, in its own process
+        child(sys.argv[4:] if sys.argv[3] == "--" else sys.argv[3:], Path(sys.argv[2]))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="demo,lima")
     p.add_argument("--setups", default=",".join(SETUPS))
@@ -217,7 +249,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-load", type=float, default=1.0)
-    p.add_argument("--wait-max", type=float, default=1200.0)
+    p.add_argument("--wait-max", type=float, default=1200.0, help="seconds to wait for a quiet machine at start")
+    p.add_argument("--wait-each", type=float, default=60.0, help="seconds to wait for quiet before each run")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per training run")
     p.add_argument("--extra", nargs="*", default=[], help="more trainer overrides for every run")
     p.add_argument("--json", default="")
@@ -228,26 +261,28 @@ def main() -> None:
     if unknown or args.warmup >= args.steps:
         p.error(f"unknown setups {unknown}" if unknown else "--warmup must be < --steps")
 
-    from sft.config import shared_data_dir
-
     import torch
 
+    from sft.config import shared_data_dir
+
+    cores = os.cpu_count() or 1
     record: dict = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "machine": {"cpus": cores, "python": platform.python_version(), "torch": torch.__version__,
                     "platform": platform.platform()},
         "steps": args.steps, "warmup": args.warmup, "model": args.model,
         "load": wait_for_quiet(args.max_load, args.wait_max), "datasets": {},
     }
     if not record["load"]["quiet"]:
-        print(f"[bench] WARNING: the machine stayed loaded (load {load1():.2f}); numbers are noisy", flush=True)
+        print(f"[bench] WARNING: the machine stayed loaded (load {load1():.2f}); wall-clock numbers are noisy, "
+              "compare the cpu-normalised ones", flush=True)
     out_root = Path(tempfile.mkdtemp(prefix="sft-bench-train-"))
     try:
         for name in args.datasets.split(","):
             if name == "lima" and not (Path(shared_data_dir()) / "lima" / "lima_messages.jsonl").is_file():
                 print(f"[bench] skipping lima: not found under {shared_data_dir()}", flush=True)
                 continue
-            record["datasets"][name] = bench_dataset(name, DATASETS[name], args, out_root)
+            record["datasets"][name] = bench_dataset(name, args, out_root, cores)
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
     record["load_at_end"] = round(load1(), 2)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The seed paper's comparison at small scale (docs/paper.md): padding vs random packing vs greedy
 # packing on FLAN-CoT with SmolLM2-135M on CPU, over SEEDS, then benchmarks and the report.
-#   bash benchmarks/paper_small.sh            # SEEDS="0 1" LIMIT=50 OUT=outputs/paper_small
+#   bash benchmarks/paper_small.sh   # env: SEEDS="0 1" LIMIT=30 TASKS=... OUT=outputs/paper_small
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1"}
-LIMIT=${LIMIT:-50}
+LIMIT=${LIMIT:-30}
 OUT=${OUT:-outputs/paper_small}
-TASKS=${TASKS:-gsm8k,bbh}
+TASKS=${TASKS:-gsm8k,bbh_boolean_expressions,bbh_sports_understanding}
+EVAL_ARGS=${EVAL_ARGS:---max-gen-toks 192}
 declare -A SETTINGS=(
   [padding]="collator=padding"
   [random_packing]="collator=packing collator.strategy=random_concat"
@@ -23,7 +24,7 @@ for seed in $SEEDS; do
         run_dir="$dir" train.progress=false
     fi
     if [ ! -f "$dir/eval/summary.json" ]; then
-      $PY -m sft.eval.cli "$dir" --tasks "$TASKS" --limit "$LIMIT"
+      $PY -m sft.eval.cli "$dir" --tasks "$TASKS" --limit "$LIMIT" $EVAL_ARGS
     fi
     runs+=("$dir")
   done

@@ -110,8 +110,9 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.02)
 
 
-def run_processes(run_dir: Path) -> list[int]:
-    """PIDs of live processes whose command line names this (unique) run dir: launcher and workers.
+def run_processes(run_dir: Path, prefix: bool = False) -> list[int]:
+    """PIDs of live processes whose command line names this (unique) run dir: launcher and workers
+    (with `prefix`, any run dir under that folder).
 
     torch elastic starts every worker in a session of its own, so the launcher's process group
     does not reach them; the run dir in their arguments does.
@@ -121,12 +122,24 @@ def run_processes(run_dir: Path) -> list[int]:
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
             try:
-                if needle in (d / "cmdline").read_bytes().split(b"\0") and \
-                        (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                args = (d / "cmdline").read_bytes().split(b"\0")
+                hit = any(a.startswith(needle) for a in args) if prefix else needle in args
+                if hit and (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                     found.append(int(d.name))
             except (OSError, IndexError):
                 pass
     return found
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test(tmp_path):
+    """Whatever a test started under its tmp_path is SIGKILLed when the test ends (pass or fail)."""
+    yield
+    for pid in run_processes(tmp_path, prefix=True):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def kill_run(proc: subprocess.Popen, run_dir: Path) -> None:

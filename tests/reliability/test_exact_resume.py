@@ -82,8 +82,10 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(single_r
         weights.write_bytes(weights.read_bytes()[:1000])
     else:
         (latest / "manifest.json").unlink()
+    (run / "checkpoints" / ".tmp-step-9").mkdir()  # a save the kill interrupted
     r = run_train(run, *SINGLE)
     assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-8 " in r.stdout, r.stderr[-3000:]
+    assert not (run / "checkpoints" / ".tmp-step-9").exists(), "stale temporary not removed at start"
     assert_same_run(single_reference, run)
 
 
