@@ -141,7 +141,7 @@ def _rng_file(rank: int) -> str:
 
 # ------------------------------------------------------------------------------------- save
 def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config_yaml: str,
-                    keep_last: int, compat: dict | None = None) -> Path:
+                    keep_last: int, compat: dict | None = None, extra=None) -> Path:
     """Collective: every rank calls it. Returns the committed directory (see the module docstring)."""
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
@@ -151,6 +151,8 @@ def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     _write_json(tmp / _rng_file(accelerator.process_index), capture_rng())
+    if extra is not None:  # collective (e.g. an HF export of gathered weights), before the manifest
+        extra(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE, state)

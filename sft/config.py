@@ -191,6 +191,9 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     record_samples: bool = False  # write the pieces of every step to run_dir/samples/ (resume tests)
+    checkpoint_hf_model: bool = False  # also save an HF model folder in every checkpoint (`model/`)
+    benchmark_tasks: str = ""  # sft-eval tasks run on each checkpoint and on final/ (e.g. "gsm8k,mmlu")
+    benchmark_limit: int = 0  # documents per task for those runs (0 = all)
 
     def __post_init__(self) -> None:
         _choice("train", "loss_normalization", self.loss_normalization,

@@ -372,6 +372,8 @@ class Recipe:
             self.export_final()
             if cfg.train.eval_every or cfg.train.eval_at_start:
                 self.evaluate()
+            if cfg.train.benchmark_tasks:
+                self.benchmark(self.run_dir)
         self.write_summary(exit_code)
         self.metrics.close()
         return exit_code
@@ -445,12 +447,31 @@ class Recipe:
         epoch, idx = self.locate(self.step) if self.step < self.total_steps else (-1, -1)
         state = {"step": self.step, "epoch": epoch, "step_in_epoch": idx, "seed": self.cfg.seed,
                  "totals": self.totals, "scheduler": self.scheduler.state_dict()}
-        ckpt.save_checkpoint(self.accelerator, self.ckpt_root, self.step, state, self.config_yaml,
-                             self.cfg.train.keep_last, compat=self._compat())
+        t = self.cfg.train
+        hf = t.checkpoint_hf_model or bool(t.benchmark_tasks)
+        path = ckpt.save_checkpoint(self.accelerator, self.ckpt_root, self.step, state, self.config_yaml,
+                                    t.keep_last, compat=self._compat(),
+                                    extra=(lambda tmp: self.export_hf(tmp / "model")) if hf else None)
+        if t.benchmark_tasks and self.step < self.total_steps:  # the last one runs on final/
+            self.benchmark(path)
+
+    def benchmark(self, target: Path) -> None:
+        """lm_eval benchmarks on a committed checkpoint or final/ (rank 0; the others wait)."""
+        t = self.cfg.train
+        if self.accelerator.is_main_process:
+            from sft.eval import evaluate
+
+            results = evaluate(target, t.benchmark_tasks, t.benchmark_limit or None)
+            print(f"[sft] step {self.step}: benchmarks {results if len(str(results)) < 300 else 'done'} "
+                  f"(run_dir/eval/)", flush=True)
+        self.accelerator.wait_for_everyone()
 
     def export_final(self) -> None:
+        self.export_hf(self.run_dir / "final")
+
+    def export_hf(self, out: Path) -> None:
+        """Collective: gather the weights and save an HF model folder + tokenizer (rank 0 writes)."""
         acc = self.accelerator
-        out = self.run_dir / "final"
         state_dict = acc.get_state_dict(self.model)
         model = acc.unwrap_model(self.model)
         if acc.is_main_process:

@@ -104,3 +104,17 @@ def test_model_options_train(tmp_path, extra):
 
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
     assert not any("lora" in n for n, _ in model.named_parameters())  # LoRA merged into final/
+
+
+@pytest.mark.slow
+def test_benchmarks_at_checkpoints_and_on_final(tmp_path, shared_data):
+    run_dir = tmp_path / "run"
+    proc = run([*SMALL, "train.max_steps=4", "train.save_every=2", "train.benchmark_tasks=mmlu_anatomy",
+                "train.benchmark_limit=2", f"run_dir={run_dir}"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "step-2" / "model" / "config.json").exists()
+    step2 = json.loads((run_dir / "eval" / "step-2" / "summary.json").read_text())
+    final = json.loads((run_dir / "eval" / "summary.json").read_text())
+    for summary in (step2, final):
+        entry = summary[0] if isinstance(summary, list) else summary
+        assert entry["n"] == 2 and 0.0 <= entry["value"] <= 1.0
