@@ -75,8 +75,17 @@ def main() -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
+    pin_hydra_run_dir(sys.argv)
     run()
     sys.exit(_exit_code)
+
+
+def pin_hydra_run_dir(argv: list[str]) -> None:
+    """With an explicit `run_dir=X`, Hydra's own run dir is X too (no stray empty folder)."""
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("run_dir=")]
+    if given and not any(a.startswith("hydra.run.dir=") for a in argv) and "-m" not in argv \
+            and "--multirun" not in argv:
+        argv.append(f"hydra.run.dir={given[-1]}")
 
 
 if __name__ == "__main__":
