@@ -4,8 +4,8 @@
         [--json benchmarks/results/train_cpu.json]
 
 For every dataset (`data=demo`, and `data=lima` at max_length 2048 when ../shared/data holds it)
-it trains SmolLM2-135M (fp32) for `--steps` optimizer steps once per setup, each run in its own
-process, with the trainer's own `Recipe` (exactly what `sft/train.py` runs):
+it trains SmolLM2-135M (fp32, gradient checkpointing) for `--steps` optimizer steps once per
+setup, each run in its own process, with the trainer's own `Recipe` (what `sft/train.py` runs):
 
     padding         collator=padding,      random micro-batches of 8 samples, sdpa + padding mask
     packing_varlen  collator=packing,      1 pack of max_length tokens per micro-batch, varlen
@@ -59,24 +59,39 @@ DATASETS = {
     "demo": ["data=demo"],
     "lima": ["data=lima", "data.max_length=2048"],
 }
+# Gradient checkpointing in every setup: padding 8 x 2048 tokens would otherwise hold ~20 GB of
+# activations; it costs every setup the same extra forward pass.
 COMMON = ["train.grad_accum=1", "train.progress=false", "train.tensorboard=false", "train.eval_every=0",
-          "train.save_every=0", "train.resume_from=none", "optim.warmup_ratio=0.0", "seed=0"]
+          "train.save_every=0", "train.resume_from=none", "optim.warmup_ratio=0.0", "seed=0",
+          "model.gradient_checkpointing=true"]
 
 
 def load1() -> float:
     return os.getloadavg()[0]
 
 
-def wait_for_quiet(max_load: float, wait_max: float, poll: float = 30.0) -> dict:
-    """Wait until the 1-minute load average is below `max_load`; returns what happened."""
+def free_gb() -> float:
+    """MemAvailable from /proc/meminfo, in GiB (inf where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
+def wait_for_quiet(max_load: float, wait_max: float, min_free_gb: float = 6.0, poll: float = 30.0) -> dict:
+    """Wait until the 1-minute load average is below `max_load` and enough memory is free."""
     start = time.time()
     first = load1()
-    while load1() >= max_load and time.time() - start < wait_max:
-        print(f"[bench] load average {load1():.2f} >= {max_load}: waiting ({time.time() - start:.0f} s so far)",
-              flush=True)
+    while (load1() >= max_load or free_gb() < min_free_gb) and time.time() - start < wait_max:
+        print(f"[bench] load average {load1():.2f} (want < {max_load}), {free_gb():.1f} GB free (want >= "
+              f"{min_free_gb}): waiting ({time.time() - start:.0f} s so far)", flush=True)
         time.sleep(poll)
     return {"load_at_start": round(first, 2), "waited_s": round(time.time() - start, 1),
-            "load_when_started": round(load1(), 2), "quiet": load1() < max_load}
+            "load_when_started": round(load1(), 2), "free_gb_when_started": round(free_gb(), 1),
+            "quiet": load1() < max_load}
 
 
 # --------------------------------------------------------------------------- one run (child process)
@@ -123,7 +138,11 @@ def child(overrides: list[str], out: Path) -> None:
         s = r["step"]
         steps.append({**r, "wall_s": r["tokens"] / r["tokens_per_s"], "collate_s": collate_s[s],
                       "cpu_s": marks[s + 1] - marks[s]})
-    out.write_text(json.dumps({"steps": steps, "attn": recipe.attn, "torch_threads": _threads()}))
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.write_text(json.dumps({"steps": steps, "attn": recipe.attn, "torch_threads": _threads(),
+                               "peak_rss_mb": peak_mb}))
 
 
 def _threads() -> int:
@@ -199,12 +218,13 @@ def bench_dataset(name: str, args, out_root: Path, cores: int) -> dict:
         m = measure(out["steps"], args.warmup, cores)
         m.update({"overrides": SETUPS[setup], "attn_implementation": out["attn"], "load_before": wait,
                   "load_after": round(load1(), 2), "run_wall_s": round(time.time() - t0, 1),
-                  "torch_threads": out["torch_threads"]})
+                  "torch_threads": out["torch_threads"], "peak_rss_mb": round(out["peak_rss_mb"])})
         result["setups"][setup] = m
         print(f"[bench] {name:5s} {setup:15s} real {m['real_tokens_per_s']:6.1f} tok/s "
               f"(cpu-normalised {m['real_tokens_per_s_cpu_normalised']:6.1f}), computed "
               f"{m['computed_tokens_per_s']:6.1f} tok/s, collate {m['collate_fraction']:.3%} of a step, "
-              f"load {wait['load_when_started']:.2f} -> {m['load_after']:.2f}, {m['run_wall_s']:.0f} s", flush=True)
+              f"load {wait['load_when_started']:.2f} -> {m['load_after']:.2f}, {m['run_wall_s']:.0f} s, "
+              f"peak {m['peak_rss_mb'] / 1024:.1f} GB", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)  # the exported model is 0.5 GB
     pad = result["setups"].get("padding")
     if pad:

@@ -8,8 +8,9 @@
 
 `micro_batch_loss` returns the *sum* of the chosen per-unit losses of one micro-batch and the unit
 count; the trainer divides by the step's global count (all ranks), in one visible place. Only the
-positions that carry a target go through the LM head (`logits_to_keep`), so the vocabulary-sized
-logits of prompt and pad positions are never materialised.
+hidden states that carry a target go through the LM head (`logits_to_keep`, plus a pre-hook on the
+head for batches of several rows), so the vocabulary-sized logits of prompt and pad positions are
+never materialised.
 
 Invariant: for the same samples, the token-normalised loss does not depend on how they are
 batched (padding, packing or padding_free, any micro-batch split, any world size).
@@ -30,20 +31,53 @@ def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], pad], dim=1)
 
 
+def _output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    get = getattr(model, "get_output_embeddings", None)
+    try:
+        head = get() if callable(get) else None
+    except (AttributeError, NotImplementedError):
+        head = None
+    return head if isinstance(head, torch.nn.Module) else None
+
+
 def forward_token_losses(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(per-target losses [N], segment id of each target [N], keep mask) for one micro-batch."""
+    """(per-target losses [N], segment id of each target [N], target mask over the kept positions).
+
+    Only hidden states that carry a target reach the LM head: `logits_to_keep` keeps the positions
+    with a target in some row, and with several rows (padding, unflattened packs) a pre-hook on
+    the head keeps, of those, only the (row, position) pairs with a target of their own, so
+    vocabulary-sized logits are never computed for pads or prompts.
+    """
     targets = shifted_targets(batch["labels"])
     valid = targets != -100
     keep = valid.any(dim=0).nonzero().squeeze(-1)  # positions with a target in some row
-    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
-    out = model(**inputs, use_cache=False, logits_to_keep=keep)
-    logits = out.logits.float()  # [B, K, V]
     tgt = targets[:, keep]
+    sel = tgt != -100  # [B, K]
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    head = _output_head(model) if tgt.shape[0] > 1 and not bool(sel.all()) else None
+    gathered = []
+
+    def only_targets(_module, args):
+        hidden = args[0]
+        if hidden.dim() != 3 or hidden.shape[:2] != sel.shape:  # not the call we expect: leave it
+            return None
+        gathered.append(True)
+        return (hidden[sel].unsqueeze(0), *args[1:])
+
+    handle = head.register_forward_pre_hook(only_targets) if head is not None else None
+    try:
+        out = model(**inputs, use_cache=False, logits_to_keep=keep)
+    finally:
+        if handle is not None:
+            handle.remove()
+    logits = out.logits.float()
+    seg = batch["seq_idx"][:, keep][sel]
+    if gathered:  # [1, N, V]: one row per target, in row-major order of `sel`
+        losses = F.cross_entropy(logits[0], tgt[sel], reduction="none")
+        return losses, seg, sel
     losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
                              reduction="none").view_as(tgt)
-    sel = tgt != -100
-    seg = batch["seq_idx"][:, keep]
-    return losses[sel], seg[sel], sel
+    return losses[sel], seg, sel
 
 
 def micro_batch_loss(model: torch.nn.Module, batch: dict, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
