@@ -370,7 +370,8 @@ class Recipe:
             if t.save_every:
                 self.save()
             self.export_final()
-            if cfg.train.eval_every or cfg.train.eval_at_start:
+            just_evaluated = bool(cfg.train.eval_every) and self.step % cfg.train.eval_every == 0
+            if (cfg.train.eval_every or cfg.train.eval_at_start) and not just_evaluated:
                 self.evaluate()
             if cfg.train.benchmark_tasks:
                 self.benchmark(self.run_dir)
