@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,8 @@ def _rng_file(rank: int) -> str:
 
 # ------------------------------------------------------------------------------------- save
 def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config_yaml: str,
-                    keep_last: int, compat: dict | None = None, extra=None) -> Path:
+                    keep_last: int, compat: dict | None = None,
+                    extra: Callable[[Path], None] | None = None) -> Path:
     """Collective: every rank calls it. Returns the committed directory (see the module docstring)."""
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
