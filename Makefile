@@ -22,7 +22,7 @@ venv: $(BIN)/sft-train  ## create .venv with the project and its CPU/dev extras
 demo: venv  ## fetch SmolLM2-135M offline, train it on the demo data on CPU, print where results are
 	$(BIN)/python -m sft.demo $(DEMO_ARGS)
 
-test: venv  ## the full test suite (unit, slow, distributed; gpu tests skip without a GPU)
+test: lint  ## lint, then the full test suite (unit, slow, distributed; gpu tests skip without a GPU)
 	$(BIN)/python -m pytest -q tests
 
 test-fast: venv  ## unit tests only
@@ -31,8 +31,9 @@ test-fast: venv  ## unit tests only
 test-slurm: venv  ## the real-Slurm launch tests only (root + Debian slurm packages)
 	$(BIN)/python -m pytest -q -m slurm tests/launch
 
-lint: venv  ## ruff
+lint: venv  ## ruff check + ruff format --check
 	$(BIN)/ruff check sft tests benchmarks
+	$(BIN)/ruff format --check sft tests benchmarks
 
 bench: venv  ## planner benchmark (see benchmarks/README.md for the training benchmarks)
 	$(BIN)/python benchmarks/bench_planner.py

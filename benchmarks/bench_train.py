@@ -51,9 +51,21 @@ except ImportError:  # running from a checkout without an install
 
 SETUPS = {
     "padding": ["collator=padding", "model.attn_implementation=sdpa", "train.micro_batch_size=8"],
-    "packing_varlen": ["collator=packing", "model.attn_implementation=varlen", "train.micro_batch_size=1"],
-    "packing_sdpa": ["collator=packing", "model.attn_implementation=sdpa", "train.micro_batch_size=1"],
-    "padding_free": ["collator=padding_free", "model.attn_implementation=varlen", "train.micro_batch_size=8"],
+    "packing_varlen": [
+        "collator=packing",
+        "model.attn_implementation=varlen",
+        "train.micro_batch_size=1",
+    ],
+    "packing_sdpa": [
+        "collator=packing",
+        "model.attn_implementation=sdpa",
+        "train.micro_batch_size=1",
+    ],
+    "padding_free": [
+        "collator=padding_free",
+        "model.attn_implementation=varlen",
+        "train.micro_batch_size=8",
+    ],
 }
 DATASETS = {
     "demo": ["data=demo"],
@@ -61,9 +73,17 @@ DATASETS = {
 }
 # Gradient checkpointing in every setup: padding 8 x 2048 tokens would otherwise hold ~20 GB of
 # activations; it costs every setup the same extra forward pass.
-COMMON = ["train.grad_accum=1", "train.progress=false", "train.tensorboard=false", "train.eval_every=0",
-          "train.save_every=0", "train.resume_from=none", "optim.warmup_ratio=0.0", "seed=0",
-          "model.gradient_checkpointing=true"]
+COMMON = [
+    "train.grad_accum=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.eval_every=0",
+    "train.save_every=0",
+    "train.resume_from=none",
+    "optim.warmup_ratio=0.0",
+    "seed=0",
+    "model.gradient_checkpointing=true",
+]
 
 
 def load1() -> float:
@@ -81,17 +101,26 @@ def free_gb() -> float:
     return float("inf")
 
 
-def wait_for_quiet(max_load: float, wait_max: float, min_free_gb: float = 6.0, poll: float = 30.0) -> dict:
+def wait_for_quiet(
+    max_load: float, wait_max: float, min_free_gb: float = 6.0, poll: float = 30.0
+) -> dict:
     """Wait until the 1-minute load average is below `max_load` and enough memory is free."""
     start = time.time()
     first = load1()
     while (load1() >= max_load or free_gb() < min_free_gb) and time.time() - start < wait_max:
-        print(f"[bench] load average {load1():.2f} (want < {max_load}), {free_gb():.1f} GB free (want >= "
-              f"{min_free_gb}): waiting ({time.time() - start:.0f} s so far)", flush=True)
+        print(
+            f"[bench] load average {load1():.2f} (want < {max_load}), {free_gb():.1f} GB free (want >= "
+            f"{min_free_gb}): waiting ({time.time() - start:.0f} s so far)",
+            flush=True,
+        )
         time.sleep(poll)
-    return {"load_at_start": round(first, 2), "waited_s": round(time.time() - start, 1),
-            "load_when_started": round(load1(), 2), "free_gb_when_started": round(free_gb(), 1),
-            "quiet": load1() < max_load}
+    return {
+        "load_at_start": round(first, 2),
+        "waited_s": round(time.time() - start, 1),
+        "load_when_started": round(load1(), 2),
+        "free_gb_when_started": round(free_gb(), 1),
+        "quiet": load1() < max_load,
+    }
 
 
 # --------------------------------------------------------------------------- one run (child process)
@@ -130,19 +159,35 @@ def child(overrides: list[str], out: Path) -> None:
         recipe.close()
     if code != 0:
         raise SystemExit(f"training exited {code}")
-    rows = [json.loads(line) for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
     steps = []
     for r in rows:
         if "loss" not in r:
             continue
         s = r["step"]
-        steps.append({**r, "wall_s": r["tokens"] / r["tokens_per_s"], "collate_s": collate_s[s],
-                      "cpu_s": marks[s + 1] - marks[s]})
+        steps.append(
+            {
+                **r,
+                "wall_s": r["tokens"] / r["tokens_per_s"],
+                "collate_s": collate_s[s],
+                "cpu_s": marks[s + 1] - marks[s],
+            }
+        )
     import resource
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write_text(json.dumps({"steps": steps, "attn": recipe.attn, "torch_threads": _threads(),
-                               "peak_rss_mb": peak_mb}))
+    out.write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "attn": recipe.attn,
+                "torch_threads": _threads(),
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
 
 
 def _threads() -> int:
@@ -153,10 +198,21 @@ def _threads() -> int:
 
 def run_child(overrides: list[str], run_dir: Path, timeout: int) -> dict:
     out = run_dir.with_suffix(".json")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--", *overrides,
-           f"run_dir={run_dir}"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(out),
+        "--",
+        *overrides,
+        f"run_dir={run_dir}",
+    ]
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
+    )
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
@@ -175,17 +231,24 @@ def measure(steps: list[dict], warmup: int, cores: int) -> dict:
     cpu = sum(r["cpu_s"] for r in kept)
     real = sum(r["tokens"] for r in kept)
     computed = real + sum(r["pad_tokens"] for r in kept)
-    return {"steps": [r["step"] for r in kept], "samples": sum(r["samples"] for r in kept),
-            "real_tokens": real, "computed_tokens": computed,
-            "supervised_tokens": sum(r["supervised_tokens"] for r in kept),
-            "wall_s": wall, "cpu_s": cpu, "step_s": wall / len(kept),
-            "real_tokens_per_s": real / wall, "computed_tokens_per_s": computed / wall,
-            "real_tokens_per_s_cpu_normalised": real / cpu * cores,
-            "computed_tokens_per_s_cpu_normalised": computed / cpu * cores,
-            "cpu_utilisation": cpu / wall / cores,
-            "collate_s_per_step": sum(r["collate_s"] for r in kept) / len(kept),
-            "collate_fraction": sum(r["collate_s"] for r in kept) / wall,
-            "loss_last": kept[-1]["loss"]}
+    return {
+        "steps": [r["step"] for r in kept],
+        "samples": sum(r["samples"] for r in kept),
+        "real_tokens": real,
+        "computed_tokens": computed,
+        "supervised_tokens": sum(r["supervised_tokens"] for r in kept),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "step_s": wall / len(kept),
+        "real_tokens_per_s": real / wall,
+        "computed_tokens_per_s": computed / wall,
+        "real_tokens_per_s_cpu_normalised": real / cpu * cores,
+        "computed_tokens_per_s_cpu_normalised": computed / cpu * cores,
+        "cpu_utilisation": cpu / wall / cores,
+        "collate_s_per_step": sum(r["collate_s"] for r in kept) / len(kept),
+        "collate_fraction": sum(r["collate_s"] for r in kept) / wall,
+        "loss_last": kept[-1]["loss"],
+    }
 
 
 def padding_ideal_epoch(overrides: list[str], batch_size: int) -> tuple[float, int]:
@@ -195,8 +258,17 @@ def padding_ideal_epoch(overrides: list[str], batch_size: int) -> tuple[float, i
 
     loaded = load(overrides)
     data, cfg = loaded.data, loaded.cfg
-    plan = plan_epoch(data.train, data.tokens.mask, kind="padding", micro_batch_size=batch_size, grad_accum=1,
-                      world_size=1, seed=cfg.seed, epoch=0, capacity=cfg.data.max_length)
+    plan = plan_epoch(
+        data.train,
+        data.tokens.mask,
+        kind="padding",
+        micro_batch_size=batch_size,
+        grad_accum=1,
+        world_size=1,
+        seed=cfg.seed,
+        epoch=0,
+        capacity=cfg.data.max_length,
+    )
     real = computed = 0
     for step in plan.steps:
         for mb in step[0]:
@@ -207,24 +279,46 @@ def padding_ideal_epoch(overrides: list[str], batch_size: int) -> tuple[float, i
 
 
 def bench_dataset(name: str, args, out_root: Path, cores: int) -> dict:
-    base = [*DATASETS[name], *COMMON, f"model={args.model}", f"train.max_steps={args.steps}", *args.extra]
+    base = [
+        *DATASETS[name],
+        *COMMON,
+        f"model={args.model}",
+        f"train.max_steps={args.steps}",
+        *args.extra,
+    ]
     ideal_epoch, n_train = padding_ideal_epoch(base, 8)
-    result: dict = {"overrides": base, "train_samples": n_train, "padding_ideal_epoch": ideal_epoch, "setups": {}}
+    result: dict = {
+        "overrides": base,
+        "train_samples": n_train,
+        "padding_ideal_epoch": ideal_epoch,
+        "setups": {},
+    }
     for setup in args.setups:
         run_dir = out_root / f"{name}-{setup}"
         wait = wait_for_quiet(args.max_load, args.wait_each)
         t0 = time.time()
         out = run_child([*base, *SETUPS[setup]], run_dir, timeout=args.timeout)
         m = measure(out["steps"], args.warmup, cores)
-        m.update({"overrides": SETUPS[setup], "attn_implementation": out["attn"], "load_before": wait,
-                  "load_after": round(load1(), 2), "run_wall_s": round(time.time() - t0, 1),
-                  "torch_threads": out["torch_threads"], "peak_rss_mb": round(out["peak_rss_mb"])})
+        m.update(
+            {
+                "overrides": SETUPS[setup],
+                "attn_implementation": out["attn"],
+                "load_before": wait,
+                "load_after": round(load1(), 2),
+                "run_wall_s": round(time.time() - t0, 1),
+                "torch_threads": out["torch_threads"],
+                "peak_rss_mb": round(out["peak_rss_mb"]),
+            }
+        )
         result["setups"][setup] = m
-        print(f"[bench] {name:5s} {setup:15s} real {m['real_tokens_per_s']:6.1f} tok/s "
-              f"(cpu-normalised {m['real_tokens_per_s_cpu_normalised']:6.1f}), computed "
-              f"{m['computed_tokens_per_s']:6.1f} tok/s, collate {m['collate_fraction']:.3%} of a step, "
-              f"load {wait['load_when_started']:.2f} -> {m['load_after']:.2f}, {m['run_wall_s']:.0f} s, "
-              f"peak {m['peak_rss_mb'] / 1024:.1f} GB", flush=True)
+        print(
+            f"[bench] {name:5s} {setup:15s} real {m['real_tokens_per_s']:6.1f} tok/s "
+            f"(cpu-normalised {m['real_tokens_per_s_cpu_normalised']:6.1f}), computed "
+            f"{m['computed_tokens_per_s']:6.1f} tok/s, collate {m['collate_fraction']:.3%} of a step, "
+            f"load {wait['load_when_started']:.2f} -> {m['load_after']:.2f}, {m['run_wall_s']:.0f} s, "
+            f"peak {m['peak_rss_mb'] / 1024:.1f} GB",
+            flush=True,
+        )
         shutil.rmtree(run_dir, ignore_errors=True)  # the exported model is 0.5 GB
     pad = result["setups"].get("padding")
     if pad:
@@ -241,8 +335,10 @@ def bench_dataset(name: str, args, out_root: Path, cores: int) -> dict:
 
 
 def markdown(record: dict) -> str:
-    header = ("| data | setup | real tokens/s (wall) | real tokens/s (cpu-normalised) | speed-up wall / cpu-norm. "
-              "| ideal | achieved / ideal, wall / cpu-norm. | collate / step | load before -> after |")
+    header = (
+        "| data | setup | real tokens/s (wall) | real tokens/s (cpu-normalised) | speed-up wall / cpu-norm. "
+        "| ideal | achieved / ideal, wall / cpu-norm. | collate / step | load before -> after |"
+    )
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in record["datasets"].items():
         for setup, m in r["setups"].items():
@@ -254,7 +350,8 @@ def markdown(record: dict) -> str:
             lines.append(
                 f"| {name} | {setup} | {m['real_tokens_per_s']:.1f} | {m['real_tokens_per_s_cpu_normalised']:.1f} | "
                 f"{speed} | {r.get('ideal_ratio', float('nan')):.2f} | {of_ideal} | {m['collate_fraction']:.2%} | "
-                f"{m['load_before']['load_when_started']:.2f} -> {m['load_after']:.2f} |")
+                f"{m['load_before']['load_when_started']:.2f} -> {m['load_after']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -265,12 +362,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="demo,lima")
     p.add_argument("--setups", default=",".join(SETUPS))
-    p.add_argument("--model", default="smollm2_135m", help="a configs/model option (tiny: a quick dry run)")
+    p.add_argument(
+        "--model", default="smollm2_135m", help="a configs/model option (tiny: a quick dry run)"
+    )
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-load", type=float, default=1.0)
-    p.add_argument("--wait-max", type=float, default=1200.0, help="seconds to wait for a quiet machine at start")
-    p.add_argument("--wait-each", type=float, default=60.0, help="seconds to wait for quiet before each run")
+    p.add_argument(
+        "--wait-max",
+        type=float,
+        default=1200.0,
+        help="seconds to wait for a quiet machine at start",
+    )
+    p.add_argument(
+        "--wait-each", type=float, default=60.0, help="seconds to wait for quiet before each run"
+    )
     p.add_argument("--timeout", type=int, default=1800, help="seconds per training run")
     p.add_argument("--extra", nargs="*", default=[], help="more trainer overrides for every run")
     p.add_argument("--json", default="")
@@ -288,18 +394,31 @@ def main() -> None:
     cores = os.cpu_count() or 1
     record: dict = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": {"cpus": cores, "python": platform.python_version(), "torch": torch.__version__,
-                    "platform": platform.platform()},
-        "steps": args.steps, "warmup": args.warmup, "model": args.model,
-        "load": wait_for_quiet(args.max_load, args.wait_max), "datasets": {},
+        "machine": {
+            "cpus": cores,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "model": args.model,
+        "load": wait_for_quiet(args.max_load, args.wait_max),
+        "datasets": {},
     }
     if not record["load"]["quiet"]:
-        print(f"[bench] WARNING: the machine stayed loaded (load {load1():.2f}); wall-clock numbers are noisy, "
-              "compare the cpu-normalised ones", flush=True)
+        print(
+            f"[bench] WARNING: the machine stayed loaded (load {load1():.2f}); wall-clock numbers are noisy, "
+            "compare the cpu-normalised ones",
+            flush=True,
+        )
     out_root = Path(tempfile.mkdtemp(prefix="sft-bench-train-"))
     try:
         for name in args.datasets.split(","):
-            if name == "lima" and not (Path(shared_data_dir()) / "lima" / "lima_messages.jsonl").is_file():
+            if (
+                name == "lima"
+                and not (Path(shared_data_dir()) / "lima" / "lima_messages.jsonl").is_file()
+            ):
                 print(f"[bench] skipping lima: not found under {shared_data_dir()}", flush=True)
                 continue
             record["datasets"][name] = bench_dataset(name, args, out_root, cores)

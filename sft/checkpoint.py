@@ -82,7 +82,9 @@ def is_valid(ckpt: Path) -> bool:
     try:
         data = json.loads(man.read_text())
         return bool(data["files"]) and all(
-            (ckpt / rel).is_file() and (ckpt / rel).stat().st_size == size for rel, size in data["files"].items())
+            (ckpt / rel).is_file() and (ckpt / rel).stat().st_size == size
+            for rel, size in data["files"].items()
+        )
     except (ValueError, KeyError, OSError, AttributeError):
         return False
 
@@ -91,8 +93,11 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     """Committed step-N directories, oldest first (validity not checked)."""
     if not ckpt_root.is_dir():
         return []
-    found = [p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step-")
-             and p.name[5:].isdigit()]
+    found = [
+        p
+        for p in ckpt_root.iterdir()
+        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+    ]
     return sorted(found, key=step_of)
 
 
@@ -101,7 +106,9 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     for p in reversed(list_checkpoints(ckpt_root)):
         if is_valid(p):
             return p
-        log.warning("skipping %s: incomplete checkpoint (missing manifest or a file of the wrong size)", p)
+        log.warning(
+            "skipping %s: incomplete checkpoint (missing manifest or a file of the wrong size)", p
+        )
     return None
 
 
@@ -118,9 +125,11 @@ def capture_rng() -> dict:
     """Every RNG this process draws from (python, numpy, torch CPU, CUDA), as plain JSON."""
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(mt), gauss],
-             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state().tolist()}
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
@@ -141,9 +150,16 @@ def _rng_file(rank: int) -> str:
 
 
 # ------------------------------------------------------------------------------------- save
-def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config_yaml: str,
-                    keep_last: int, compat: dict | None = None,
-                    extra: Callable[[Path], None] | None = None) -> Path:
+def save_checkpoint(
+    accelerator,
+    ckpt_root: Path,
+    step: int,
+    state: dict,
+    config_yaml: str,
+    keep_last: int,
+    compat: dict | None = None,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Collective: every rank calls it. Returns the committed directory (see the module docstring)."""
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
@@ -159,10 +175,19 @@ def save_checkpoint(accelerator, ckpt_root: Path, step: int, state: dict, config
     if accelerator.is_main_process:
         _write_json(tmp / STATE, state)
         (tmp / "config.yaml").write_text(config_yaml)
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        _write_json(tmp / MANIFEST, {"step": step, "world_size": accelerator.num_processes,
-                                     "config_hash": config_hash(config_yaml), "compat": compat or {},
-                                     "files": files})
+        files = {
+            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        _write_json(
+            tmp / MANIFEST,
+            {
+                "step": step,
+                "world_size": accelerator.num_processes,
+                "config_hash": config_hash(config_yaml),
+                "compat": compat or {},
+                "files": files,
+            },
+        )
         _fsync_dir(tmp)
         if final.exists():  # a previous attempt committed this step already: replace it
             shutil.rmtree(final)
@@ -188,7 +213,7 @@ def prune(ckpt_root: Path, step: int, keep_last: int) -> list[Path]:
         elif s < step:
             older_valid.append(p)
     if keep_last > 0:
-        removed += older_valid[:max(0, len(older_valid) - (keep_last - 1))]
+        removed += older_valid[: max(0, len(older_valid) - (keep_last - 1))]
     for p in removed:
         log.info("removing checkpoint %s", p)
         shutil.rmtree(p, ignore_errors=True)
@@ -204,9 +229,11 @@ def check_compatible(ckpt: Path, saved: dict, current: dict) -> None:
     """Refuse (one line) a checkpoint written under a different world size, batch, model or data."""
     for key, value in current.items():
         if key in saved and saved[key] != value:
-            raise UserError(f"cannot resume from {ckpt}: it was written with {key}={saved[key]!r} but this run "
-                            f"has {key}={value!r}; rerun with the same setting, or use a new run_dir "
-                            "(or train.resume_from=none)")
+            raise UserError(
+                f"cannot resume from {ckpt}: it was written with {key}={saved[key]!r} but this run "
+                f"has {key}={value!r}; rerun with the same setting, or use a new run_dir "
+                "(or train.resume_from=none)"
+            )
 
 
 def load_checkpoint(accelerator, ckpt: Path, compat: dict) -> dict:

@@ -10,6 +10,7 @@ still before anything heavy happens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -29,7 +30,13 @@ def _check(cond: bool, msg: str) -> None:
 
 
 ATTN_IMPLEMENTATIONS = (
-    "auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3",
+    "auto",
+    "varlen",
+    "sdpa",
+    "eager",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
 )
 
 
@@ -41,7 +48,9 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
     qlora: bool = False  # 4-bit base weights through bitsandbytes (CUDA only)
 
     def __post_init__(self) -> None:
@@ -64,7 +73,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     dropout: float | None = None  # overrides the model's attention dropout when set
-    chat_template: str | None = None  # a .jinja file, or a model folder/hub id whose template to use
+    chat_template: str | None = (
+        None  # a .jinja file, or a model folder/hub id whose template to use
+    )
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -98,14 +109,23 @@ class DataConfig:
     builder_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice("data", "format", self.format,
-                ("auto", "messages", "sharegpt", "alpaca", "prompt_completion"))
+        _choice(
+            "data",
+            "format",
+            self.format,
+            ("auto", "messages", "sharegpt", "alpaca", "prompt_completion"),
+        )
         _choice("data", "overlong", self.overlong, ("truncate", "drop", "split"))
         _choice("data", "train_on", self.train_on, ("assistant", "all", "last_assistant"))
         _check(self.max_length > 1, f"data.max_length must be > 1, got {self.max_length}")
-        _check(0.0 <= self.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        _check(0.0 <= self.max_bad_fraction <= 1.0,
-               f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        _check(
+            0.0 <= self.val_fraction < 1.0,
+            f"data.val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
+        _check(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
+        )
         _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
 
 
@@ -148,7 +168,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optim", "schedule", self.schedule, ("cosine", "linear", "constant"))
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(0.0 <= self.warmup_ratio < 1.0, f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _check(
+            0.0 <= self.warmup_ratio < 1.0,
+            f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
+        )
 
 
 @dataclass
@@ -166,7 +189,9 @@ class DistributedConfig:
     timeout_minutes: int = 10
 
     def __post_init__(self) -> None:
-        _choice("distributed", "name", self.name, ("single", "ddp", "zero3", "zero3_offload", "fsdp2"))
+        _choice(
+            "distributed", "name", self.name, ("single", "ddp", "zero3", "zero3_offload", "fsdp2")
+        )
         _choice("distributed", "backend", self.backend, ("auto", "gloo", "nccl"))
 
 
@@ -190,16 +215,28 @@ class TrainConfig:
     max_bad_steps: int = 3
     progress: bool = True
     tensorboard: bool = True
-    record_samples: bool = False  # write the pieces of every step to run_dir/samples/ (resume tests)
+    record_samples: bool = (
+        False  # write the pieces of every step to run_dir/samples/ (resume tests)
+    )
     checkpoint_hf_model: bool = False  # also save an HF model folder in every checkpoint (`model/`)
-    benchmark_tasks: str = ""  # sft-eval tasks run on each checkpoint and on final/ (e.g. "gsm8k,mmlu")
+    benchmark_tasks: str = (
+        ""  # sft-eval tasks run on each checkpoint and on final/ (e.g. "gsm8k,mmlu")
+    )
     benchmark_limit: int = 0  # documents per task for those runs (0 = all)
 
     def __post_init__(self) -> None:
-        _choice("train", "loss_normalization", self.loss_normalization,
-                ("token", "sample", "micro_batch_mean"))
-        _choice("train", "resume_from", self.resume_from if self.resume_from in ("latest", "none") else "PATH",
-                ("latest", "none", "PATH"))
+        _choice(
+            "train",
+            "loss_normalization",
+            self.loss_normalization,
+            ("token", "sample", "micro_batch_mean"),
+        )
+        _choice(
+            "train",
+            "resume_from",
+            self.resume_from if self.resume_from in ("latest", "none") else "PATH",
+            ("latest", "none", "PATH"),
+        )
         _check(self.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
         _check(self.max_steps != 0, "train.max_steps must be > 0 or -1 (use train.epochs)")
@@ -248,10 +285,8 @@ def to_job_config(cfg: DictConfig) -> JobConfig:
     return obj
 
 
-def project_root() -> "Path":
+def project_root() -> Path:
     """The checkout root (the folder holding `sft/` and `configs/`)."""
-    from pathlib import Path
-
     return Path(__file__).resolve().parents[1]
 
 
@@ -259,7 +294,9 @@ def shared_data_dir() -> str:
     """Folder of the offline datasets: `$SFT_DATA_DIR`, else `../shared/data` beside the checkout."""
     import os
 
-    return os.environ.get("SFT_DATA_DIR", str((project_root() / ".." / "shared" / "data").resolve()))
+    return os.environ.get(
+        "SFT_DATA_DIR", str((project_root() / ".." / "shared" / "data").resolve())
+    )
 
 
 if not OmegaConf.has_resolver("sft.data_dir"):

@@ -32,7 +32,9 @@ def exact_match_prompts(n: int, seed: int = EVAL_SEED) -> list[dict]:
 
 
 @torch.no_grad()
-def exact_match(model_dir: str, rows: list[dict], batch_size: int = 16, max_new_tokens: int = 24) -> dict:
+def exact_match(
+    model_dir: str, rows: list[dict], batch_size: int = 16, max_new_tokens: int = 24
+) -> dict:
     """Greedy answers to the prompts of `rows`; accuracy = normalized answer == expected answer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,11 +44,16 @@ def exact_match(model_dir: str, rows: list[dict], batch_size: int = 16, max_new_
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     hits, per_task, examples = 0, {}, []
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        texts = [tok.apply_chat_template(r["messages"][:1], tokenize=False, add_generation_prompt=True) for r in chunk]
+        chunk = rows[i : i + batch_size]
+        texts = [
+            tok.apply_chat_template(r["messages"][:1], tokenize=False, add_generation_prompt=True)
+            for r in chunk
+        ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        for r, seq in zip(chunk, out[:, enc["input_ids"].shape[1]:]):
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+        for r, seq in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
             answer = tok.decode(seq, skip_special_tokens=True)
             ok = normalize_answer(answer) == normalize_answer(r["answer"])
             hits += ok
@@ -54,10 +61,19 @@ def exact_match(model_dir: str, rows: list[dict], batch_size: int = 16, max_new_
             t[0] += ok
             t[1] += 1
             if len(examples) < 4:
-                examples.append({"prompt": r["messages"][0]["content"][:80], "expected": r["answer"],
-                                 "got": answer.strip()[:80]})
-    return {"accuracy": hits / max(len(rows), 1), "n": len(rows),
-            "per_task": {k: v[0] / v[1] for k, v in per_task.items()}, "examples": examples}
+                examples.append(
+                    {
+                        "prompt": r["messages"][0]["content"][:80],
+                        "expected": r["answer"],
+                        "got": answer.strip()[:80],
+                    }
+                )
+    return {
+        "accuracy": hits / max(len(rows), 1),
+        "n": len(rows),
+        "per_task": {k: v[0] / v[1] for k, v in per_task.items()},
+        "examples": examples,
+    }
 
 
 @exit_on_user_error
@@ -75,18 +91,27 @@ def main(argv: list[str] | None = None) -> None:
     con.print(f"[bold]1/3[/] exact match of the base model on {len(rows)} unseen demo prompts ...")
     before = exact_match(str(model_dir), rows)
     con.print(f"    before training: {before['accuracy']:.1%}")
-    run_dir = Path(os.environ.get("SFT_DEMO_RUN_DIR", f"outputs/demo/{time.strftime('%Y%m%d-%H%M%S')}"))
-    cmd = [sys.executable, str(Path(__file__).resolve().parent / "train.py"), "experiment=demo",
-           f"run_dir={run_dir}", *argv]
+    run_dir = Path(
+        os.environ.get("SFT_DEMO_RUN_DIR", f"outputs/demo/{time.strftime('%Y%m%d-%H%M%S')}")
+    )
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / "train.py"),
+        "experiment=demo",
+        f"run_dir={run_dir}",
+        *argv,
+    ]
     con.print(f"[bold]2/3[/] training: {' '.join(cmd[1:])}")
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         con.print(f"[red]training failed with exit code {proc.returncode}[/]")
         sys.exit(proc.returncode)
     con.print("[bold]3/3[/] exact match of the fine-tuned model ...")
     after = exact_match(str(run_dir / "final"), rows)
     (run_dir / "eval").mkdir(exist_ok=True)
-    (run_dir / "eval" / "demo_exact_match.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+    (run_dir / "eval" / "demo_exact_match.json").write_text(
+        json.dumps({"before": before, "after": after}, indent=2)
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r["loss"] for r in losses if "loss" in r]
@@ -100,9 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row("eval loss start -> end", f"{evals[0]:.3f} -> {evals[-1]:.3f}")
     table.add_row("real tokens/s", f"{summary['tokens_per_s']:.0f}")
     table.add_row("pack efficiency", f"{summary['pack_efficiency'] or 0:.3f}")
-    table.add_row("exact match before -> after", f"{before['accuracy']:.1%} -> {after['accuracy']:.1%}")
+    table.add_row(
+        "exact match before -> after", f"{before['accuracy']:.1%} -> {after['accuracy']:.1%}"
+    )
     con.print(table)
-    con.print(f"results: {run_dir}/ (metrics.jsonl, summary.json, tb/, final/, eval/demo_exact_match.json)")
+    con.print(
+        f"results: {run_dir}/ (metrics.jsonl, summary.json, tb/, final/, eval/demo_exact_match.json)"
+    )
     con.print(f"compare runs: sft-report {run_dir} --out {run_dir}/report")
 
 

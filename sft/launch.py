@@ -74,11 +74,16 @@ class LaunchArgs:
     def accelerate_args(self) -> list[str]:
         """The `accelerate launch` options that describe this world."""
         return [
-            "--num_machines", str(self.num_machines),
-            "--machine_rank", str(self.machine_rank),
-            "--main_process_ip", self.main_process_ip,
-            "--main_process_port", str(self.main_process_port),
-            "--num_processes", str(self.num_processes),
+            "--num_machines",
+            str(self.num_machines),
+            "--machine_rank",
+            str(self.machine_rank),
+            "--main_process_ip",
+            self.main_process_ip,
+            "--main_process_port",
+            str(self.main_process_port),
+            "--num_processes",
+            str(self.num_processes),
         ]
 
 
@@ -198,8 +203,9 @@ def slurm_launch_args(
     expands it. Port: MASTER_PORT, else derived from SLURM_JOB_ID. Processes per node:
     `procs_per_node`, else the GPUs SLURM reports for the node.
     """
-    num_machines = _positive_int(_require(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"),
-                                 "SLURM_JOB_NUM_NODES")
+    num_machines = _positive_int(
+        _require(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"), "SLURM_JOB_NUM_NODES"
+    )
     rank_text = _require(env, "SLURM_NODEID")
     if not rank_text.isdigit():
         raise UserError(f"SLURM_NODEID={rank_text!r} is not a whole number")
@@ -303,10 +309,14 @@ def launch_command(
     if str(config.get("distributed_type", "")) == "NO":
         return [python, script, *overrides]
     return [
-        python, "-m", "accelerate.commands.launch",
-        "--config_file", str(accelerate_config),
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config),
         *args.accelerate_args(),
-        script, *overrides,
+        script,
+        *overrides,
     ]
 
 
@@ -366,7 +376,10 @@ def scontrol_hostnames(nodelist: str) -> list[str]:
         try:
             out = subprocess.run(
                 ["scontrol", "show", "hostnames", nodelist],
-                capture_output=True, text=True, timeout=30, check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             ).stdout.split()
             if out:
                 return out
@@ -406,8 +419,11 @@ def _truthy(value: str | None) -> bool:
 
 
 def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
-    explicit = ns.procs_per_node or (_positive_int(env["SFT_PROCS_PER_NODE"], "SFT_PROCS_PER_NODE")
-                                     if env.get("SFT_PROCS_PER_NODE", "").strip() else None)
+    explicit = ns.procs_per_node or (
+        _positive_int(env["SFT_PROCS_PER_NODE"], "SFT_PROCS_PER_NODE")
+        if env.get("SFT_PROCS_PER_NODE", "").strip()
+        else None
+    )
     if explicit is None and procs_per_node_from_env(env) is None:
         explicit = _cuda_device_count() or None
     args = slurm_launch_args(env, explicit, hostnames=scontrol_hostnames)
@@ -415,7 +431,9 @@ def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
     overrides = list(ns.overrides)
     distributed = override_value(overrides, "distributed")
     if distributed is None and override_value(overrides, "experiment") is not None:
-        distributed = _preset_distributed(overrides)  # a preset (e.g. the paper's) chooses its engine
+        distributed = _preset_distributed(
+            overrides
+        )  # a preset (e.g. the paper's) chooses its engine
     if distributed is None:
         distributed = "single" if args.num_processes == 1 else "ddp"
         overrides.insert(0, f"distributed={distributed}")
@@ -425,7 +443,9 @@ def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
         config_path = Path(ns.accelerate_config)
     config = _load_yaml(config_path if config_path.is_absolute() else root / config_path)
     use_cpu = _truthy(env.get("ACCELERATE_USE_CPU"))
-    gpus_here = 0 if use_cpu or config.get("distributed_type") != "MULTI_GPU" else _cuda_device_count()
+    gpus_here = (
+        0 if use_cpu or config.get("distributed_type") != "MULTI_GPU" else _cuda_device_count()
+    )
     check_config_fits(config, args, use_cpu=use_cpu, gpus_here=gpus_here)
     if ns.args_only:
         words = ["--config_file", str(config_path), *args.accelerate_args()]
@@ -435,30 +455,47 @@ def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sft.launch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sft.launch", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("slurm-args", help="print this node's launcher command (shell-quoted)")
-    p.add_argument("--procs-per-node", type=int, default=None,
-                   help="worker processes per node (default: SFT_PROCS_PER_NODE, SLURM's GPUs, "
-                        "then the CUDA device count)")
-    p.add_argument("--accelerate-config", default=os.environ.get("ACCELERATE_CONFIG", "auto"),
-                   help="accelerate YAML, or `auto` to pick launch/accelerate/<distributed>.yaml")
+    p.add_argument(
+        "--procs-per-node",
+        type=int,
+        default=None,
+        help="worker processes per node (default: SFT_PROCS_PER_NODE, SLURM's GPUs, "
+        "then the CUDA device count)",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        default=os.environ.get("ACCELERATE_CONFIG", "auto"),
+        help="accelerate YAML, or `auto` to pick launch/accelerate/<distributed>.yaml",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for the launcher")
     p.add_argument("--script", default="sft/train.py", help="training script")
     p.add_argument("--root", default=".", help="project root holding launch/")
-    p.add_argument("--args-only", action="store_true",
-                   help="print only the accelerate launch options (config and world)")
+    p.add_argument(
+        "--args-only",
+        action="store_true",
+        help="print only the accelerate launch options (config and world)",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the trainer")
 
     p = sub.add_parser("run-dir", help="print the run directory pinned to the SLURM job id")
     p.add_argument("--root", default="outputs", help="folder holding <experiment>/ folders")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=, run_dir= are read)")
 
-    p = sub.add_parser("trainer-exit", help="print the exit code the trainer recorded in summary.json "
-                                            "since a time (nothing if none)")
+    p = sub.add_parser(
+        "trainer-exit",
+        help="print the exit code the trainer recorded in summary.json "
+        "since a time (nothing if none)",
+    )
     p.add_argument("run_dir", help="the run directory")
-    p.add_argument("--since", type=float, default=0.0, help="ignore summaries older than this (epoch s)")
+    p.add_argument(
+        "--since", type=float, default=0.0, help="ignore summaries older than this (epoch s)"
+    )
 
     p = sub.add_parser("sweep", help="print one shell-quoted override line per sweep job")
     p.add_argument("overrides", nargs="+", help="key=v1,v2 ... (comma lists are swept)")

@@ -21,8 +21,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k",
-              "max_length_q", "max_length_k")
+MODEL_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "cu_seq_lens_q",
+    "cu_seq_lens_k",
+    "max_length_q",
+    "max_length_k",
+)
 
 
 def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -40,7 +47,9 @@ def _output_head(model: torch.nn.Module) -> torch.nn.Module | None:
     return head if isinstance(head, torch.nn.Module) else None
 
 
-def forward_token_losses(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def forward_token_losses(
+    model: torch.nn.Module, batch: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-target losses [N], segment id of each target [N], target mask over the kept positions).
 
     Only hidden states that carry a target reach the LM head: `logits_to_keep` keeps the positions
@@ -75,12 +84,15 @@ def forward_token_losses(model: torch.nn.Module, batch: dict) -> tuple[torch.Ten
     if gathered:  # [1, N, V]: one row per target, in row-major order of `sel`
         losses = F.cross_entropy(logits[0], tgt[sel], reduction="none")
         return losses, seg, sel
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
-                             reduction="none").view_as(tgt)
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none"
+    ).view_as(tgt)
     return losses[sel], seg, sel
 
 
-def micro_batch_loss(model: torch.nn.Module, batch: dict, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
+def micro_batch_loss(
+    model: torch.nn.Module, batch: dict, normalization: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of per-unit losses, token sum) where the unit is a token, a sample or the micro-batch."""
     losses, seg, _ = forward_token_losses(model, batch)
     token_sum = losses.sum()
@@ -90,9 +102,12 @@ def micro_batch_loss(model: torch.nn.Module, batch: dict, normalization: str) ->
         return token_sum / max(losses.numel(), 1), token_sum.detach()
     # sample: mean over each segment's targets, summed over segments
     uniq, inv = torch.unique(seg, return_inverse=True)
-    sums = torch.zeros(len(uniq), dtype=losses.dtype, device=losses.device).index_add_(0, inv, losses)
+    sums = torch.zeros(len(uniq), dtype=losses.dtype, device=losses.device).index_add_(
+        0, inv, losses
+    )
     counts = torch.zeros(len(uniq), dtype=losses.dtype, device=losses.device).index_add_(
-        0, inv, torch.ones_like(losses))
+        0, inv, torch.ones_like(losses)
+    )
     return (sums / counts).sum(), token_sum.detach()
 
 

@@ -22,8 +22,15 @@ def _clean(v: Any) -> Any:
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True, progress_total: int = 0,
-                 progress: bool = True, initial_step: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        enabled: bool,
+        tensorboard: bool = True,
+        progress_total: int = 0,
+        progress: bool = True,
+        initial_step: int = 0,
+    ) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
@@ -32,7 +39,7 @@ class MetricsWriter:
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a")
+        self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run, closed in close()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -41,11 +48,25 @@ class MetricsWriter:
             except ImportError:
                 self.tb = None
         if progress and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task("train", total=progress_total, completed=initial_step, info="")
+            self.bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self.task = self.bar.add_task(
+                "train", total=progress_total, completed=initial_step, info=""
+            )
             self.bar.start()
         self._last_print = 0.0
 
@@ -57,7 +78,9 @@ class MetricsWriter:
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
-                    self.tb.add_scalar(f"{'eval' if k.startswith('eval') else 'train'}/{k}", v, row.get("step", 0))
+                    self.tb.add_scalar(
+                        f"{'eval' if k.startswith('eval') else 'train'}/{k}", v, row.get("step", 0)
+                    )
         if "loss" in row:
             info = f"loss {row['loss']:.4f}  {row.get('tokens_per_s', 0):,.0f} tok/s"
             if self.bar is not None:

@@ -17,11 +17,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from sft.cli_config import CONFIG_DIR, precheck_overrides  # noqa: E402
-from sft.errors import UserError  # noqa: E402
+from sft.cli_config import CONFIG_DIR, precheck_overrides
+from sft.errors import UserError
 
 _exit_code = 0
 
@@ -83,8 +83,12 @@ def main() -> None:
 def pin_hydra_run_dir(argv: list[str]) -> None:
     """With an explicit `run_dir=X`, Hydra's own run dir is X too (no stray empty folder)."""
     given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("run_dir=")]
-    if given and not any(a.startswith("hydra.run.dir=") for a in argv) and "-m" not in argv \
-            and "--multirun" not in argv:
+    if (
+        given
+        and not any(a.startswith("hydra.run.dir=") for a in argv)
+        and "-m" not in argv
+        and "--multirun" not in argv
+    ):
         argv.append(f"hydra.run.dir={given[-1]}")
 
 

@@ -22,10 +22,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets" / "golden"
 BASE = [
-    "model=tiny", "data=demo", "data.demo_size=48", "data.max_length=512", "data.overlong=drop",
+    "model=tiny",
+    "data=demo",
+    "data.demo_size=48",
+    "data.max_length=512",
+    "data.overlong=drop",
     "data.val_fraction=0.1",
-    "model.dropout=0.1", "train.max_steps=6", "train.micro_batch_size=4", "train.eval_every=3",
-    "train.record_samples=true", "train.progress=false", "train.tensorboard=false", "optim.lr=1e-3",
+    "model.dropout=0.1",
+    "train.max_steps=6",
+    "train.micro_batch_size=4",
+    "train.eval_every=3",
+    "train.record_samples=true",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "optim.lr=1e-3",
     "optim.warmup_ratio=0.2",
 ]
 CASES: dict[str, list[str]] = {
@@ -38,7 +48,16 @@ CASES: dict[str, list[str]] = {
     "grad_accum2": ["collator=packing", "train.grad_accum=2", "train.micro_batch_size=2"],
     "resumed": ["collator=packing", "train.save_every=3"],  # run, drop step-6, rerun from step-3
 }
-STEP_KEYS = ("step", "loss", "grad_norm", "lr", "samples", "tokens", "supervised_tokens", "pad_tokens")
+STEP_KEYS = (
+    "step",
+    "loss",
+    "grad_norm",
+    "lr",
+    "samples",
+    "tokens",
+    "supervised_tokens",
+    "pad_tokens",
+)
 
 
 def _train(run_dir: Path, args: list[str]) -> None:
@@ -46,7 +65,9 @@ def _train(run_dir: Path, args: list[str]) -> None:
     env.setdefault("SFT_CACHE_TOKENIZED", str(run_dir.parent / "tok-cache"))
     env["HF_HUB_OFFLINE"] = "1"
     cmd = [sys.executable, str(ROOT / "sft" / "train.py"), *BASE, *args, f"run_dir={run_dir}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}")
 
@@ -62,13 +83,18 @@ def run_case(name: str, workdir: Path) -> dict:
         (run_dir / "summary.json").unlink()
         _train(run_dir, args)  # resumes from step-3
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    pieces = [json.loads(line) for line in (run_dir / "samples" / "rank0.jsonl").read_text().splitlines()]
+    pieces = [
+        json.loads(line) for line in (run_dir / "samples" / "rank0.jsonl").read_text().splitlines()
+    ]
     steps = [{k: r[k] for k in STEP_KEYS} for r in rows if "loss" in r]
     by_step = {p["step"]: p["pieces"] for p in pieces}
     for s in steps:
         s["pieces"] = by_step[s["step"]]
-    evals = [{"step": r["step"], "eval_loss": r["eval_loss"], "eval_tokens": r["eval_tokens"]}
-             for r in rows if "eval_loss" in r]
+    evals = [
+        {"step": r["step"], "eval_loss": r["eval_loss"], "eval_tokens": r["eval_tokens"]}
+        for r in rows
+        if "eval_loss" in r
+    ]
     return {"args": args, "steps": steps, "evals": evals}
 
 

@@ -40,18 +40,35 @@ class FakeAccelerator:
 
 def save(root: Path, step: int, keep_last: int = 0, compat: dict | None = None, acc=None) -> Path:
     state = {"step": step, "epoch": 0, "step_in_epoch": step, "totals": {}, "scheduler": {}}
-    return ckpt.save_checkpoint(acc or FakeAccelerator(), root, step, state, "a: 1\n", keep_last,
-                                compat or {"micro_batch_size": 2})
+    return ckpt.save_checkpoint(
+        acc or FakeAccelerator(),
+        root,
+        step,
+        state,
+        "a: 1\n",
+        keep_last,
+        compat or {"micro_batch_size": 2},
+    )
 
 
 def test_commit_is_atomic_and_lists_every_file(tmp_path):
     d = save(tmp_path, 3)
     man = json.loads((d / ckpt.MANIFEST).read_text())
     assert d.name == "step-3" and ckpt.is_valid(d)
-    assert man["step"] == 3 and man["world_size"] == 1 and man["config_hash"] == ckpt.config_hash("a: 1\n")
+    assert (
+        man["step"] == 3
+        and man["world_size"] == 1
+        and man["config_hash"] == ckpt.config_hash("a: 1\n")
+    )
     on_disk = {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()} - {ckpt.MANIFEST}
     assert set(man["files"]) == on_disk
-    assert {"model.safetensors", "optimizer.bin", "rng_state_0.json", ckpt.STATE, "config.yaml"} <= on_disk
+    assert {
+        "model.safetensors",
+        "optimizer.bin",
+        "rng_state_0.json",
+        ckpt.STATE,
+        "config.yaml",
+    } <= on_disk
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -59,7 +76,9 @@ def test_crash_during_save_leaves_previous_checkpoints_and_no_step_dir(tmp_path)
     save(tmp_path, 2, keep_last=1)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path, 4, keep_last=1, acc=FakeAccelerator(fail_save=True))
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-2"]  # nothing pruned before commit
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        "step-2"
+    ]  # nothing pruned before commit
     assert ckpt.latest_checkpoint(tmp_path).name == "step-2"
     assert [p.name for p in ckpt.remove_stale(tmp_path)] == [".tmp-step-4"]
     assert not list(tmp_path.glob(".tmp-*"))
@@ -113,11 +132,23 @@ def test_incompatible_checkpoint_is_refused_before_loading(tmp_path):
 def test_rng_state_round_trips_through_json():
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     state = json.loads(json.dumps(ckpt.capture_rng()))
-    expect = (torch.rand(4), np.random.rand(3), random.random(), torch.nn.functional.dropout(torch.ones(16), 0.5))
+    expect = (
+        torch.rand(4),
+        np.random.rand(3),
+        random.random(),
+        torch.nn.functional.dropout(torch.ones(16), 0.5),
+    )
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
     ckpt.restore_rng(state)
-    got = (torch.rand(4), np.random.rand(3), random.random(), torch.nn.functional.dropout(torch.ones(16), 0.5))
-    assert torch.equal(got[0], expect[0]) and np.array_equal(got[1], expect[1]) and got[2] == expect[2]
+    got = (
+        torch.rand(4),
+        np.random.rand(3),
+        random.random(),
+        torch.nn.functional.dropout(torch.ones(16), 0.5),
+    )
+    assert (
+        torch.equal(got[0], expect[0]) and np.array_equal(got[1], expect[1]) and got[2] == expect[2]
+    )
     assert torch.equal(got[3], expect[3])
 
 
@@ -133,7 +164,9 @@ def test_load_restores_this_ranks_rng(tmp_path):
 def test_truncate_step_log_keeps_one_line_per_step(tmp_path):
     p = tmp_path / "metrics.jsonl"
     lines = [{"step": s, "loss": s / 10} for s in range(1, 7)] + [{"step": 4, "eval_loss": 1.0}]
-    p.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 7, "lo')  # cut by the kill
+    p.write_text(
+        "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 7, "lo'
+    )  # cut by the kill
     assert ckpt.truncate_step_log(p, 4) == 3  # steps 5, 6 and the cut line
     kept = [json.loads(x) for x in p.read_text().splitlines()]
     assert [r["step"] for r in kept] == [1, 2, 3, 4, 4]
@@ -142,9 +175,15 @@ def test_truncate_step_log_keeps_one_line_per_step(tmp_path):
 
 
 def test_redact_secrets_replaces_credential_values_only():
-    env = {"WANDB_API_KEY": "wandb-0123456789abcdef", "HF_TOKEN": "hf_abcdefghijklmnop", "HOME": "/home/someone",
-           "SHORT_TOKEN": "abc"}
-    text = "run_name: hf_abcdefghijklmnop\nkey: wandb-0123456789abcdef\nhome: /home/someone\nx: abc\n"
+    env = {
+        "WANDB_API_KEY": "wandb-0123456789abcdef",
+        "HF_TOKEN": "hf_abcdefghijklmnop",
+        "HOME": "/home/someone",
+        "SHORT_TOKEN": "abc",
+    }
+    text = (
+        "run_name: hf_abcdefghijklmnop\nkey: wandb-0123456789abcdef\nhome: /home/someone\nx: abc\n"
+    )
     out = ckpt.redact_secrets(text, env)
     assert "hf_abcdefghijklmnop" not in out and "wandb-0123456789abcdef" not in out
     assert "<redacted:HF_TOKEN>" in out and "/home/someone" in out and "x: abc" in out

@@ -38,18 +38,28 @@ def test_every_experiment_composes(experiment):
 
 def test_default_is_smollm2_on_demo_with_padding():
     cfg, _ = compose_job(BASE)
-    assert (cfg.model.name_or_path, cfg.data.name, cfg.collator.name) == ("smollm2", "demo", "padding")
+    assert (cfg.model.name_or_path, cfg.data.name, cfg.collator.name) == (
+        "smollm2",
+        "demo",
+        "padding",
+    )
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("collator=pack", "collator=pack is not an option; choose one of ['packing', 'padding', 'padding_free']"),
-    ("train.max_step=4", "unknown config key 'train.max_step'"),
-    ("train.max_steps=four", "train.max_steps='four' is not a valid Integer"),
-    ("collator.strategy=greedy", "collator.strategy='greedy' is not allowed; choose one of"),
-    ("data.overlong=cut", "data.overlong='cut' is not allowed"),
-    ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
-    ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        (
+            "collator=pack",
+            "collator=pack is not an option; choose one of ['packing', 'padding', 'padding_free']",
+        ),
+        ("train.max_step=4", "unknown config key 'train.max_step'"),
+        ("train.max_steps=four", "train.max_steps='four' is not a valid Integer"),
+        ("collator.strategy=greedy", "collator.strategy='greedy' is not allowed; choose one of"),
+        ("data.overlong=cut", "data.overlong='cut' is not allowed"),
+        ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
+        ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
+    ],
+)
 def test_bad_override_is_one_clear_line(override, needle):
     with pytest.raises(UserError) as e:
         precheck_overrides(BASE + [override])
@@ -60,9 +70,16 @@ def test_bad_override_is_one_clear_line(override, needle):
 
 def test_cli_bad_value_prints_one_line_and_exits_2(tmp_path):
     script = Path(__file__).resolve().parents[1] / "sft" / "train.py"
-    proc = subprocess.run([sys.executable, str(script), "model=tiny", "collator=nope", f"run_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), "model=tiny", "collator=nope", f"run_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert lines == ["error: collator=nope is not an option; choose one of ['packing', 'padding', 'padding_free']"]
+    assert lines == [
+        "error: collator=nope is not an option; choose one of ['packing', 'padding', 'padding_free']"
+    ]
     assert "Traceback" not in proc.stderr

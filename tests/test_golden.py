@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_golden_run_reproduces(name, tmp_path):
     want = json.loads((ASSETS / f"{name}.json").read_text())
-    assert len(want["steps"]) == 6 and any(len(mb) > 1 for s in want["steps"] for mb in s["pieces"]), \
-        "the golden case must be non-trivial"
+    assert len(want["steps"]) == 6 and any(
+        len(mb) > 1 for s in want["steps"] for mb in s["pieces"]
+    ), "the golden case must be non-trivial"
     got = run_case(name, tmp_path)
     for w, g in zip(want["steps"], got["steps"]):
         assert g == w, f"{name}: step {w['step']} differs"

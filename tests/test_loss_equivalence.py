@@ -24,9 +24,16 @@ from sft.trainer import Recipe
 
 TOL = 1e-5
 # small and fast: short demo samples (longer ones dropped), tiny model, no side outputs
-BASE = ["model=tiny", "data=demo", "data.demo_size=200", "data.max_length=512", "data.overlong=drop",
-        "data.max_bad_fraction=0.1",
-        "train.progress=false", "train.tensorboard=false"]
+BASE = [
+    "model=tiny",
+    "data=demo",
+    "data.demo_size=200",
+    "data.max_length=512",
+    "data.overlong=drop",
+    "data.max_bad_fraction=0.1",
+    "train.progress=false",
+    "train.tensorboard=false",
+]
 
 
 def _recipe(run_dir: Path, overrides: list[str]) -> Recipe:
@@ -73,8 +80,13 @@ EVAL_SETUPS = {
 
 @pytest.mark.slow
 def test_step0_eval_loss_is_identical_across_collators_and_backends(tmp_path):
-    common = ["train.max_steps=1", "train.eval_at_start=true", "data.val_fraction=0.1",
-              "train.eval_micro_batch_size=4", "train.micro_batch_size=2"]
+    common = [
+        "train.max_steps=1",
+        "train.eval_at_start=true",
+        "data.val_fraction=0.1",
+        "train.eval_micro_batch_size=4",
+        "train.micro_batch_size=2",
+    ]
     losses, tokens = {}, {}
     for name, overrides in EVAL_SETUPS.items():
         rows, _ = _train(tmp_path / name, [*common, *overrides])
@@ -90,14 +102,26 @@ def test_step0_eval_loss_is_identical_across_collators_and_backends(tmp_path):
 @pytest.mark.slow
 def test_same_samples_same_step_padding_vs_padding_free(tmp_path):
     """Same plan (same samples in every micro-batch): same loss, grad norm and weights."""
-    common = ["train.max_steps=2", "train.micro_batch_size=4", "train.grad_accum=2", "optim.lr=1e-3",
-              "optim.warmup_ratio=0.0", "optim.schedule=constant"]
-    rows_a, w_a = _train(tmp_path / "padding", [*common, "collator=padding", "model.attn_implementation=sdpa"])
+    common = [
+        "train.max_steps=2",
+        "train.micro_batch_size=4",
+        "train.grad_accum=2",
+        "optim.lr=1e-3",
+        "optim.warmup_ratio=0.0",
+        "optim.schedule=constant",
+    ]
+    rows_a, w_a = _train(
+        tmp_path / "padding", [*common, "collator=padding", "model.attn_implementation=sdpa"]
+    )
     rows_b, w_b = _train(tmp_path / "padding_free", [*common, "collator=padding_free"])
     for step in (1, 2):
         a = next(r for r in rows_a if r.get("step") == step and "loss" in r)
         b = next(r for r in rows_b if r.get("step") == step and "loss" in r)
-        assert (a["samples"], a["supervised_tokens"], a["tokens"]) == (b["samples"], b["supervised_tokens"], b["tokens"])
+        assert (a["samples"], a["supervised_tokens"], a["tokens"]) == (
+            b["samples"],
+            b["supervised_tokens"],
+            b["tokens"],
+        )
         assert a["pad_tokens"] > 0 == b["pad_tokens"]
         assert not a.get("skipped") and not b.get("skipped")
         assert abs(a["loss"] - b["loss"]) <= TOL
@@ -108,18 +132,37 @@ def test_same_samples_same_step_padding_vs_padding_free(tmp_path):
 @pytest.mark.slow
 def test_same_samples_same_step_packing_vs_padding(tmp_path):
     """One optimizer step holding the whole tiny dataset: packing and padding train identically."""
-    common = ["data.demo_size=32", "data.val_fraction=0.0", "train.max_steps=1", "optim.lr=1e-3",
-              "optim.warmup_ratio=0.0", "optim.schedule=constant"]
-    rows_pad, w_pad = _train(tmp_path / "padding", [*common, "collator=padding", "train.micro_batch_size=64"])
+    common = [
+        "data.demo_size=32",
+        "data.val_fraction=0.0",
+        "train.max_steps=1",
+        "optim.lr=1e-3",
+        "optim.warmup_ratio=0.0",
+        "optim.schedule=constant",
+    ]
+    rows_pad, w_pad = _train(
+        tmp_path / "padding", [*common, "collator=padding", "train.micro_batch_size=64"]
+    )
     # (random_concat is left out: a cut sample loses its context, so it is not the same step)
-    results = {name: _train(tmp_path / name, [*common, "collator=packing", "train.micro_batch_size=64", *extra])
-               for name, extra in {"bfd-varlen": [], "bfd-sdpa": ["model.attn_implementation=sdpa"]}.items()}
+    results = {
+        name: _train(
+            tmp_path / name, [*common, "collator=packing", "train.micro_batch_size=64", *extra]
+        )
+        for name, extra in {
+            "bfd-varlen": [],
+            "bfd-sdpa": ["model.attn_implementation=sdpa"],
+        }.items()
+    }
     a = _step1(rows_pad)
     assert a["steps_per_epoch"] == 1 and a["samples"] >= 12  # the whole epoch is this one step
     for name, (rows, w) in results.items():
         b = _step1(rows)
         assert b["steps_per_epoch"] == 1 and not a.get("skipped") and not b.get("skipped")
-        assert (a["samples"], a["supervised_tokens"], a["tokens"]) == (b["samples"], b["supervised_tokens"], b["tokens"])
+        assert (a["samples"], a["supervised_tokens"], a["tokens"]) == (
+            b["samples"],
+            b["supervised_tokens"],
+            b["tokens"],
+        )
         assert abs(a["loss"] - b["loss"]) <= TOL, name
         assert abs(a["grad_norm"] - b["grad_norm"]) <= TOL * max(1.0, a["grad_norm"]), name
         assert _max_weight_diff(w_pad, w) <= TOL, name
@@ -132,8 +175,11 @@ def _hand_losses(recipe: Recipe, step_rows) -> list[tuple[float, int, list[float
     with torch.no_grad():
         for rows in step_rows:
             batch, _ = recipe.collate(rows, recipe.data.tokens.ids, recipe.labels_of)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits.double()
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                use_cache=False,
+            ).logits.double()
             per_sample, total, count = [], 0.0, 0
             for r in range(logits.shape[0]):
                 tgt = batch["labels"][r, 1:]
@@ -149,8 +195,16 @@ def _hand_losses(recipe: Recipe, step_rows) -> list[tuple[float, int, list[float
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["token", "sample", "micro_batch_mean"])
 def test_loss_normalization_matches_a_hand_computation(tmp_path, norm):
-    recipe = _recipe(tmp_path, ["collator=padding", "train.max_steps=1", "train.micro_batch_size=3",
-                                "train.grad_accum=3", f"train.loss_normalization={norm}"])
+    recipe = _recipe(
+        tmp_path,
+        [
+            "collator=padding",
+            "train.max_steps=1",
+            "train.micro_batch_size=3",
+            "train.grad_accum=3",
+            f"train.loss_normalization={norm}",
+        ],
+    )
     try:
         hand = _hand_losses(recipe, recipe.plan(0).steps[0][0])
         assert len(hand) == 3
@@ -167,6 +221,9 @@ def test_loss_normalization_matches_a_hand_computation(tmp_path, norm):
         want = float(np.mean([t / c for t, c, _ in hand]))
     assert abs(logged - want) <= TOL
     # the three normalisations really differ on this step (the test would catch a mix-up)
-    means = {sum(t for t, _, _ in hand) / sum(c for _, c, _ in hand),
-             float(np.mean([s for _, _, ps in hand for s in ps])), float(np.mean([t / c for t, c, _ in hand]))}
+    means = {
+        sum(t for t, _, _ in hand) / sum(c for _, c, _ in hand),
+        float(np.mean([s for _, _, ps in hand for s in ps])),
+        float(np.mean([t / c for t, c, _ in hand])),
+    }
     assert len({round(m, 4) for m in means}) == 3

@@ -12,25 +12,68 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "sft" / "train.py"
 SMALL = ["model=tiny", "data=demo", "data.demo_size=300", "train.progress=false"]
-STEP_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "samples", "tokens", "supervised_tokens",
-             "pad_tokens", "tokens_per_s", "samples_per_s", "elapsed_s"}
-SUMMARY_KEYS = {"run_name", "collator", "strategy", "model", "steps", "epochs", "world_size", "wall_s",
-                "train_tokens", "supervised_tokens", "pad_tokens", "samples", "padding_ratio",
-                "pack_efficiency", "tokens_per_s", "samples_per_s", "peak_memory_mb", "final_loss",
-                "final_eval_loss", "steps_per_epoch"}
+STEP_KEYS = {
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "grad_norm",
+    "samples",
+    "tokens",
+    "supervised_tokens",
+    "pad_tokens",
+    "tokens_per_s",
+    "samples_per_s",
+    "elapsed_s",
+}
+SUMMARY_KEYS = {
+    "run_name",
+    "collator",
+    "strategy",
+    "model",
+    "steps",
+    "epochs",
+    "world_size",
+    "wall_s",
+    "train_tokens",
+    "supervised_tokens",
+    "pad_tokens",
+    "samples",
+    "padding_ratio",
+    "pack_efficiency",
+    "tokens_per_s",
+    "samples_per_s",
+    "peak_memory_mb",
+    "final_loss",
+    "final_eval_loss",
+    "steps_per_epoch",
+}
 
 
 def run(args, cwd=ROOT, timeout=300):
-    return subprocess.run([sys.executable, str(TRAIN), *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("collator", ["padding", "packing"])
 def test_run_directory_contract(tmp_path, collator):
     run_dir = tmp_path / "run"
-    proc = run([*SMALL, f"collator={collator}", "train.max_steps=4", "train.eval_at_start=true",
-                f"run_dir={run_dir}"])
+    proc = run(
+        [
+            *SMALL,
+            f"collator={collator}",
+            "train.max_steps=4",
+            "train.eval_at_start=true",
+            f"run_dir={run_dir}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run_dir / "config.yaml").read_text().startswith("seed: 0")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -57,18 +100,35 @@ def test_run_directory_contract(tmp_path, collator):
 @pytest.mark.slow
 def test_loss_falls_on_tiny_model(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run([*SMALL, "collator=packing", "train.max_steps=30", "optim.lr=3e-3", "optim.warmup_ratio=0",
-                "train.micro_batch_size=2", f"run_dir={run_dir}"])
+    proc = run(
+        [
+            *SMALL,
+            "collator=packing",
+            "train.max_steps=30",
+            "optim.lr=3e-3",
+            "optim.warmup_ratio=0",
+            "train.micro_batch_size=2",
+            f"run_dir={run_dir}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["data.path=/nonexistent/file.jsonl"], "data.path=/nonexistent/file.jsonl does not exist"),
-    (["model.name_or_path=/nonexistent/model"], "model.name_or_path=/nonexistent/model does not exist"),
-    (["model=tiny", "model.attn_implementation=flash_attention_2"], "needs a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["data.path=/nonexistent/file.jsonl"], "data.path=/nonexistent/file.jsonl does not exist"),
+        (
+            ["model.name_or_path=/nonexistent/model"],
+            "model.name_or_path=/nonexistent/model does not exist",
+        ),
+        (["model=tiny", "model.attn_implementation=flash_attention_2"], "needs a CUDA GPU"),
+    ],
+)
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, needle):
     proc = run(["model=tiny", "data=demo", "data.demo_size=50", *args, f"run_dir={tmp_path / 'r'}"])
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -79,7 +139,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, needle):
 
 def test_malformed_json_line_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    good = json.dumps(
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    )
     bad.write_text(f"{good}\n{good}\n{{broken\n")
     proc = run(["model=tiny", f"data.path={bad}", "data.format=auto", f"run_dir={tmp_path / 'r'}"])
     assert proc.returncode == 2
@@ -88,12 +150,15 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [
-    ["model.lora.enabled=true", "model.lora.r=4"],
-    ["model.gradient_checkpointing=true"],
-    ["model.dtype=bf16"],
-    ["model.arch=qwen2", "collator=packing"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.lora.enabled=true", "model.lora.r=4"],
+        ["model.gradient_checkpointing=true"],
+        ["model.dtype=bf16"],
+        ["model.arch=qwen2", "collator=packing"],
+    ],
+)
 def test_model_options_train(tmp_path, extra):
     run_dir = tmp_path / "run"
     proc = run([*SMALL, "train.max_steps=2", *extra, f"run_dir={run_dir}"])
@@ -109,8 +174,17 @@ def test_model_options_train(tmp_path, extra):
 @pytest.mark.slow
 def test_benchmarks_at_checkpoints_and_on_final(tmp_path, shared_data):
     run_dir = tmp_path / "run"
-    proc = run([*SMALL, "train.max_steps=4", "train.save_every=2", "train.benchmark_tasks=mmlu_anatomy",
-                "train.benchmark_limit=2", f"run_dir={run_dir}"], timeout=600)
+    proc = run(
+        [
+            *SMALL,
+            "train.max_steps=4",
+            "train.save_every=2",
+            "train.benchmark_tasks=mmlu_anatomy",
+            "train.benchmark_limit=2",
+            f"run_dir={run_dir}",
+        ],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "checkpoints" / "step-2" / "model" / "config.json").exists()
     step2 = json.loads((run_dir / "eval" / "step-2" / "summary.json").read_text())

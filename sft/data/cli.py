@@ -51,11 +51,26 @@ def load(overrides: list[str]) -> Loaded:
     d = cfg.data
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     data = prepare_data(
-        tokenizer, path=d.path, split=d.split, fmt=d.format, val_path=d.val_path, val_fraction=d.val_fraction,
-        val_max_samples=d.val_max_samples, max_length=d.max_length, overlong=d.overlong, train_on=d.train_on,
-        limit=d.limit, num_proc=d.num_proc, max_bad_fraction=d.max_bad_fraction, system_prompt=d.system_prompt,
-        demo_size=d.demo_size, builder=d.builder, builder_args=dict(d.builder_args), seed=cfg.seed,
-        progress=False)
+        tokenizer,
+        path=d.path,
+        split=d.split,
+        fmt=d.format,
+        val_path=d.val_path,
+        val_fraction=d.val_fraction,
+        val_max_samples=d.val_max_samples,
+        max_length=d.max_length,
+        overlong=d.overlong,
+        train_on=d.train_on,
+        limit=d.limit,
+        num_proc=d.num_proc,
+        max_bad_fraction=d.max_bad_fraction,
+        system_prompt=d.system_prompt,
+        demo_size=d.demo_size,
+        builder=d.builder,
+        builder_args=dict(d.builder_args),
+        seed=cfg.seed,
+        progress=False,
+    )
     return Loaded(cfg, tokenizer, data)
 
 
@@ -70,16 +85,23 @@ def show(loaded: Loaded, index: int, split: str = "train") -> None:
 
     pieces = loaded.data.train if split == "train" else loaded.data.val
     if not 0 <= index < len(pieces):
-        raise UserError(f"--index {index} is out of range: this config has {len(pieces)} {split} samples "
-                        f"(0..{len(pieces) - 1})")
+        raise UserError(
+            f"--index {index} is out of range: this config has {len(pieces)} {split} samples "
+            f"(0..{len(pieces) - 1})"
+        )
     row, a, b = (int(x) for x in pieces[index])
     ids = loaded.data.tokens.ids[a:b]
     trained = loaded.data.tokens.mask[a:b].copy()
     trained[0] = False  # the first token of a sample is never a target
     console = _console()
     where = loaded.data.tokens.row_ids[row]
-    console.print(Text(f"{split} sample {index} ({where}): {b - a} tokens, {int(trained.sum())} trained "
-                       f"(green); untrained in grey; shades alternate per token", style="bold"))
+    console.print(
+        Text(
+            f"{split} sample {index} ({where}): {b - a} tokens, {int(trained.sum())} trained "
+            f"(green); untrained in grey; shades alternate per token",
+            style="bold",
+        )
+    )
     console.print(render_sample(loaded.tokenizer, ids, trained))
 
 
@@ -100,40 +122,79 @@ def packs_picture(loaded: Loaded, out: str, n_packs: int, batch_size: int) -> di
         raise UserError(f"--n-packs must be >= 1, got {n_packs}")
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
     strategy = cfg.collator.strategy
-    rows, _ = build_rows(data.train, data.tokens.mask, kind="packing", capacity=cap, strategy=strategy,
-                         seed=cfg.seed, epoch=0, replan_each_epoch=False)
+    rows, _ = build_rows(
+        data.train,
+        data.tokens.mask,
+        kind="packing",
+        capacity=cap,
+        strategy=strategy,
+        seed=cfg.seed,
+        epoch=0,
+        replan_each_epoch=False,
+    )
     packs = rows[:n_packs]
     pad_rows = []
     if batch_size > 0:
-        pad_all, _ = build_rows(data.train, data.tokens.mask, kind="padding", capacity=cap, strategy="bfd",
-                                seed=cfg.seed, epoch=0, replan_each_epoch=False)
+        pad_all, _ = build_rows(
+            data.train,
+            data.tokens.mask,
+            kind="padding",
+            capacity=cap,
+            strategy="bfd",
+            seed=cfg.seed,
+            epoch=0,
+            replan_each_epoch=False,
+        )
         pad_rows = pad_all[:batch_size]
     n_panels = 2 if pad_rows else 1
     heights = [len(pad_rows), len(packs)] if pad_rows else [len(packs)]
-    fig, axes = plt.subplots(n_panels, 1, figsize=(11, 1.0 + 0.42 * sum(heights) + 0.9 * n_panels),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        n_panels,
+        1,
+        figsize=(11, 1.0 + 0.42 * sum(heights) + 0.9 * n_panels),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     info: dict[str, Any] = {"capacity": cap, "strategy": strategy}
     width = cap
     if pad_rows:
-        pad_width = max(b - a for (a, b, _), in pad_rows)
-        real = sum(b - a for (a, b, _), in pad_rows)
+        pad_width = max(b - a for ((a, b, _),) in pad_rows)
+        real = sum(b - a for ((a, b, _),) in pad_rows)
         info["padding_rows"] = len(pad_rows)
         info["padding_pad_fraction"] = 1 - real / (pad_width * len(pad_rows))
-        draw_layout(axes[0][0], pad_rows, data.tokens.mask, pad_width,
-                    f"padding: a random micro-batch of {len(pad_rows)} samples, right-padded to the longest "
-                    f"({pad_width} tokens): {info['padding_pad_fraction']:.0%} of the computed positions are pad",
-                    labels=[f"sample {i}" for i in range(len(pad_rows))], xlim=width)
+        draw_layout(
+            axes[0][0],
+            pad_rows,
+            data.tokens.mask,
+            pad_width,
+            f"padding: a random micro-batch of {len(pad_rows)} samples, right-padded to the longest "
+            f"({pad_width} tokens): {info['padding_pad_fraction']:.0%} of the computed positions are pad",
+            labels=[f"sample {i}" for i in range(len(pad_rows))],
+            xlim=width,
+        )
     real = sum(b - a for row in packs for a, b, _ in row)
     n_samples = sum(len(row) for row in packs)
     info["packs"] = len(packs)
     info["pack_samples"] = n_samples
     info["pack_fill"] = real / (cap * len(packs))
-    draw_layout(axes[-1][0], packs, data.tokens.mask, width,
-                f"packing ({strategy}, pack length {cap}): {len(packs)} packs hold {n_samples} samples, "
-                f"{info['pack_fill']:.1%} full; each sample sees only itself",
-                labels=[f"pack {i}" for i in range(len(packs))], color_offset=3)
-    fig.text(0.01, -0.01, "one colour per sample; full colour = trained tokens (in the loss), pale = prompt "
-             "(not trained), grey hatched = padding (computed, wasted)", fontsize=9, color="0.3")
+    draw_layout(
+        axes[-1][0],
+        packs,
+        data.tokens.mask,
+        width,
+        f"packing ({strategy}, pack length {cap}): {len(packs)} packs hold {n_samples} samples, "
+        f"{info['pack_fill']:.1%} full; each sample sees only itself",
+        labels=[f"pack {i}" for i in range(len(packs))],
+        color_offset=3,
+    )
+    fig.text(
+        0.01,
+        -0.01,
+        "one colour per sample; full colour = trained tokens (in the loss), pale = prompt "
+        "(not trained), grey hatched = padding (computed, wasted)",
+        fontsize=9,
+        color="0.3",
+    )
     fig.tight_layout()
     info["out"] = str(save_figure(fig, out))
     plt.close(fig)
@@ -147,12 +208,23 @@ def _padding_ratio(loaded: Loaded, batch_size: int, group_by_length: bool) -> fl
     from sft.data.plan import build_rows
 
     lengths = loaded.lengths()
-    rows, _ = build_rows(loaded.data.train, loaded.data.tokens.mask, kind="padding", capacity=loaded.capacity,
-                         strategy="bfd", seed=loaded.cfg.seed, epoch=0, replan_each_epoch=False,
-                         group_by_length=group_by_length, micro_batch_size=batch_size)
+    rows, _ = build_rows(
+        loaded.data.train,
+        loaded.data.tokens.mask,
+        kind="padding",
+        capacity=loaded.capacity,
+        strategy="bfd",
+        seed=loaded.cfg.seed,
+        epoch=0,
+        replan_each_epoch=False,
+        group_by_length=group_by_length,
+        micro_batch_size=batch_size,
+    )
     order = np.array([row[0][2] for row in rows])
-    padded = sum(len(order[i:i + batch_size]) * int(lengths[order[i:i + batch_size]].max())
-                 for i in range(0, len(order), batch_size))
+    padded = sum(
+        len(order[i : i + batch_size]) * int(lengths[order[i : i + batch_size]].max())
+        for i in range(0, len(order), batch_size)
+    )
     return padded / int(lengths.sum())
 
 
@@ -163,37 +235,80 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
     lengths = loaded.lengths()
     out: dict[str, Any] = {
-        "samples": len(lengths), "tokens": int(lengths.sum()),
-        "length": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
-                   "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
-        "max_length": cfg.data.max_length, "capacity": cap,
+        "samples": len(lengths),
+        "tokens": int(lengths.sum()),
+        "length": {
+            "mean": float(lengths.mean()),
+            "p50": float(np.percentile(lengths, 50)),
+            "p99": float(np.percentile(lengths, 99)),
+            "max": int(lengths.max()),
+        },
+        "max_length": cfg.data.max_length,
+        "capacity": cap,
         "data_report": {k: int(v) for k, v in data.report.counts.items()},
-        "padding": {"batch_size": batch_size,
-                    "padded_over_real": _padding_ratio(loaded, batch_size, False),
-                    "padded_over_real_group_by_length": _padding_ratio(loaded, batch_size, True)},
+        "padding": {
+            "batch_size": batch_size,
+            "padded_over_real": _padding_ratio(loaded, batch_size, False),
+            "padded_over_real_group_by_length": _padding_ratio(loaded, batch_size, True),
+        },
         "packing": {},
     }
     lower = -(-int(lengths.sum()) // cap)
     for strategy in PACK_STRATEGIES:
-        rows, dropped = build_rows(data.train, data.tokens.mask, kind="packing", capacity=cap, strategy=strategy,
-                                   seed=cfg.seed, epoch=0, replan_each_epoch=False)
+        rows, dropped = build_rows(
+            data.train,
+            data.tokens.mask,
+            kind="packing",
+            capacity=cap,
+            strategy=strategy,
+            seed=cfg.seed,
+            epoch=0,
+            replan_each_epoch=False,
+        )
         tokens = sum(b - a for row in rows for a, b, _ in row)
-        out["packing"][strategy] = {"packs": len(rows), "efficiency": tokens / (len(rows) * cap),
-                                    "samples_per_pack": sum(len(r) for r in rows) / len(rows),
-                                    "lower_bound": lower, "dropped_fragments": int(dropped),
-                                    "dropped_tokens": int(lengths.sum()) - tokens}
+        out["packing"][strategy] = {
+            "packs": len(rows),
+            "efficiency": tokens / (len(rows) * cap),
+            "samples_per_pack": sum(len(r) for r in rows) / len(rows),
+            "lower_bound": lower,
+            "dropped_fragments": int(dropped),
+            "dropped_tokens": int(lengths.sum()) - tokens,
+        }
     t = cfg.train
-    common = {"grad_accum": t.grad_accum, "world_size": world_size, "seed": cfg.seed, "epoch": 0, "capacity": cap}
-    pad_plan = plan_epoch(data.train, data.tokens.mask, kind="padding", micro_batch_size=t.micro_batch_size, **common)
-    pack_plan = plan_epoch(data.train, data.tokens.mask, kind="packing", micro_batch_size=t.micro_batch_size,
-                           strategy=cfg.collator.strategy, **common)
+    common = {
+        "grad_accum": t.grad_accum,
+        "world_size": world_size,
+        "seed": cfg.seed,
+        "epoch": 0,
+        "capacity": cap,
+    }
+    pad_plan = plan_epoch(
+        data.train, data.tokens.mask, kind="padding", micro_batch_size=t.micro_batch_size, **common
+    )
+    pack_plan = plan_epoch(
+        data.train,
+        data.tokens.mask,
+        kind="packing",
+        micro_batch_size=t.micro_batch_size,
+        strategy=cfg.collator.strategy,
+        **common,
+    )
     per_pack = out["packing"][cfg.collator.strategy]["samples_per_pack"]
     equal = max(1, round(t.micro_batch_size / per_pack))
-    equal_plan = plan_epoch(data.train, data.tokens.mask, kind="packing", micro_batch_size=equal,
-                            strategy=cfg.collator.strategy, **common)
+    equal_plan = plan_epoch(
+        data.train,
+        data.tokens.mask,
+        kind="packing",
+        micro_batch_size=equal,
+        strategy=cfg.collator.strategy,
+        **common,
+    )
     out["steps_per_epoch"] = {
-        "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum, "world_size": world_size,
-        "padding": len(pad_plan), "packing": len(pack_plan),
+        "micro_batch_size": t.micro_batch_size,
+        "grad_accum": t.grad_accum,
+        "world_size": world_size,
+        "padding": len(pad_plan),
+        "packing": len(pack_plan),
         "samples_per_step_padding": len(lengths) / max(len(pad_plan), 1),
         "samples_per_step_packing": len(lengths) / max(len(pack_plan), 1),
         # packs per micro-batch closest to padding's samples per step (about the same schedule length)
@@ -217,29 +332,49 @@ def print_stats(s: dict) -> None:
 
     console = _console()
     ln = s["length"]
-    console.print(f"[bold]{s['samples']:,} training samples, {s['tokens']:,} tokens[/] (length mean "
-                  f"{ln['mean']:.0f}, median {ln['p50']:.0f}, p99 {ln['p99']:.0f}, max {ln['max']}; "
-                  f"max_length {s['max_length']}, pack length {s['capacity']})")
+    console.print(
+        f"[bold]{s['samples']:,} training samples, {s['tokens']:,} tokens[/] (length mean "
+        f"{ln['mean']:.0f}, median {ln['p50']:.0f}, p99 {ln['p99']:.0f}, max {ln['max']}; "
+        f"max_length {s['max_length']}, pack length {s['capacity']})"
+    )
     console.print(f"data report: {s['data_report']}")
     p = s["padding"]
-    console.print(f"padding, random micro-batches of {p['batch_size']}: computed/real tokens = "
-                  f"[bold]{p['padded_over_real']:.2f}[/] ({p['padded_over_real_group_by_length']:.2f} with "
-                  f"collator.group_by_length=true): the speed-up packing can give")
+    console.print(
+        f"padding, random micro-batches of {p['batch_size']}: computed/real tokens = "
+        f"[bold]{p['padded_over_real']:.2f}[/] ({p['padded_over_real_group_by_length']:.2f} with "
+        f"collator.group_by_length=true): the speed-up packing can give"
+    )
     table = Table(title="packing, per strategy")
-    for col in ("strategy", "packs", "lower bound", "efficiency", "samples/pack", "dropped fragments",
-                "dropped tokens"):
+    for col in (
+        "strategy",
+        "packs",
+        "lower bound",
+        "efficiency",
+        "samples/pack",
+        "dropped fragments",
+        "dropped tokens",
+    ):
         table.add_column(col, justify="right" if col != "strategy" else "left")
     for name, r in s["packing"].items():
-        table.add_row(name, f"{r['packs']:,}", f"{r['lower_bound']:,}", f"{r['efficiency']:.2%}",
-                      f"{r['samples_per_pack']:.1f}", str(r["dropped_fragments"]), f"{r['dropped_tokens']:,}")
+        table.add_row(
+            name,
+            f"{r['packs']:,}",
+            f"{r['lower_bound']:,}",
+            f"{r['efficiency']:.2%}",
+            f"{r['samples_per_pack']:.1f}",
+            str(r["dropped_fragments"]),
+            f"{r['dropped_tokens']:,}",
+        )
     console.print(table)
     st = s["steps_per_epoch"]
-    console.print(f"optimizer steps per epoch (micro_batch_size {st['micro_batch_size']}, grad_accum "
-                  f"{st['grad_accum']}, {st['world_size']} process(es)): padding [bold]{st['padding']}[/] "
-                  f"({st['samples_per_step_padding']:.1f} samples/step), packing [bold]{st['packing']}[/] "
-                  f"({st['samples_per_step_packing']:.1f} samples/step); with "
-                  f"train.micro_batch_size={st['packs_per_micro_batch_for_equal_steps']} packing takes "
-                  f"{st['packing_at_that_micro_batch_size']} steps, the closest to padding's")
+    console.print(
+        f"optimizer steps per epoch (micro_batch_size {st['micro_batch_size']}, grad_accum "
+        f"{st['grad_accum']}, {st['world_size']} process(es)): padding [bold]{st['padding']}[/] "
+        f"({st['samples_per_step_padding']:.1f} samples/step), packing [bold]{st['packing']}[/] "
+        f"({st['samples_per_step_packing']:.1f} samples/step); with "
+        f"train.micro_batch_size={st['packs_per_micro_batch_for_equal_steps']} packing takes "
+        f"{st['packing_at_that_micro_batch_size']} steps, the closest to padding's"
+    )
 
 
 # --------------------------------------------------------------------------- entry point
@@ -254,9 +389,13 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("packs", help="draw a few packs (and a padding micro-batch) as a PNG")
     k.add_argument("--out", default="packs.png")
     k.add_argument("--n-packs", type=int, default=6)
-    k.add_argument("--batch-size", type=int, default=8, help="padding rows drawn above the packs (0: none)")
+    k.add_argument(
+        "--batch-size", type=int, default=8, help="padding rows drawn above the packs (0: none)"
+    )
     t = sub.add_parser("stats", help="padding waste, pack efficiency per strategy, steps per epoch")
-    t.add_argument("--batch-size", type=int, default=8, help="random padding micro-batches of this size")
+    t.add_argument(
+        "--batch-size", type=int, default=8, help="random padding micro-batches of this size"
+    )
     t.add_argument("--world-size", type=int, default=1)
     t.add_argument("--json", action="store_true", help="print the numbers as JSON")
     for sp in (s, k, t):
@@ -269,7 +408,9 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
-        raise UserError(f"{bad[0]!r} is not an override; write key=value (e.g. data=lima, data.max_length=1024)")
+        raise UserError(
+            f"{bad[0]!r} is not an override; write key=value (e.g. data=lima, data.max_length=1024)"
+        )
     if getattr(args, "batch_size", 1) < 0:
         raise UserError(f"--batch-size must be >= 0, got {args.batch_size}")
     loaded = load(args.overrides)
@@ -277,8 +418,10 @@ def main(argv: list[str] | None = None) -> None:
         show(loaded, args.index, args.split)
     elif args.command == "packs":
         info = packs_picture(loaded, args.out, args.n_packs, args.batch_size)
-        print(f"wrote {info['out']}: {info['packs']} packs holding {info['pack_samples']} samples "
-              f"({info['pack_fill']:.1%} full)")
+        print(
+            f"wrote {info['out']}: {info['packs']} packs holding {info['pack_samples']} samples "
+            f"({info['pack_fill']:.1%} full)"
+        )
     else:
         if args.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1 for stats, got {args.batch_size}")

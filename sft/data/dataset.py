@@ -61,8 +61,11 @@ class DataReport:
             self.examples[reason].append(where)
 
     def to_dict(self) -> dict:
-        return {"rows_read": self.rows_read, "counts": dict(self.counts),
-                "examples": {k: v for k, v in self.examples.items()}}
+        return {
+            "rows_read": self.rows_read,
+            "counts": dict(self.counts),
+            "examples": {k: v for k, v in self.examples.items()},
+        }
 
 
 @dataclass
@@ -86,13 +89,23 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
     h.update(str(len(tokenizer)).encode())
     h.update(str(tokenizer.chat_template or "").encode())
-    h.update(json.dumps(tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), 512)))),
-                        ensure_ascii=False).encode())
+    h.update(
+        json.dumps(
+            tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), 512)))),
+            ensure_ascii=False,
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
-def _tokenize_rows(messages: list[list[dict]], tokenizer, train_on: str, num_proc: int,
-                   cache_key: str, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def _tokenize_rows(
+    messages: list[list[dict]],
+    tokenizer,
+    train_on: str,
+    num_proc: int,
+    cache_key: str,
+    progress: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Tokenize with datasets.map (cached under `cache_key`, parallel, with a progress bar)."""
     import datasets
 
@@ -103,32 +116,52 @@ def _tokenize_rows(messages: list[list[dict]], tokenizer, train_on: str, num_pro
             ids, mask = tokenize_conversation(tokenizer, ex["messages"], train_on)
             return {"input_ids": ids, "trained": mask, "error": ""}
         except RowError as e:
-            return {"input_ids": np.zeros(0, np.int32), "trained": np.zeros(0, bool), "error": e.reason}
+            return {
+                "input_ids": np.zeros(0, np.int32),
+                "trained": np.zeros(0, bool),
+                "error": e.reason,
+            }
 
     cache_dir = _cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not progress:
         datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict({"messages": messages})
-    out = ds.map(fn, remove_columns=["messages"], num_proc=num_proc if len(messages) > 256 else None,
-                 cache_file_name=str(cache_dir / f"{cache_key}.arrow"), desc="tokenizing",
-                 features=datasets.Features({
-                     "input_ids": datasets.Sequence(datasets.Value("int32")),
-                     "trained": datasets.Sequence(datasets.Value("bool")),
-                     "error": datasets.Value("string")}))
+    out = ds.map(
+        fn,
+        remove_columns=["messages"],
+        num_proc=num_proc if len(messages) > 256 else None,
+        cache_file_name=str(cache_dir / f"{cache_key}.arrow"),
+        desc="tokenizing",
+        features=datasets.Features(
+            {
+                "input_ids": datasets.Sequence(datasets.Value("int32")),
+                "trained": datasets.Sequence(datasets.Value("bool")),
+                "error": datasets.Value("string"),
+            }
+        ),
+    )
     col_ids = out.data.column("input_ids").combine_chunks()
     col_mask = out.data.column("trained").combine_chunks()
     offs = col_ids.offsets.to_numpy()
     flat_ids = col_ids.values.to_numpy(zero_copy_only=False)
     flat_mask = col_mask.values.to_numpy(zero_copy_only=False)
-    ids = [flat_ids[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
-    masks = [flat_mask[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+    ids = [flat_ids[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
+    masks = [flat_mask[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
     return ids, masks, out["error"]
 
 
-def _apply_overlong(lengths: np.ndarray, mask: np.ndarray, offsets: np.ndarray, max_length: int,
-                    policy: str, rows: np.ndarray, where: list[str], report: DataReport,
-                    bad: list[BadRow]) -> np.ndarray:
+def _apply_overlong(
+    lengths: np.ndarray,
+    mask: np.ndarray,
+    offsets: np.ndarray,
+    max_length: int,
+    policy: str,
+    rows: np.ndarray,
+    where: list[str],
+    report: DataReport,
+    bad: list[BadRow],
+) -> np.ndarray:
     """Pieces (row, start, end) for the given rows under the overlong policy; a row left without
     any supervised token is appended to `bad` (it counts against data.max_bad_fraction)."""
     pieces = []
@@ -149,12 +182,17 @@ def _apply_overlong(lengths: np.ndarray, mask: np.ndarray, offsets: np.ndarray, 
         kept = 0
         for s, e in cand:
             # the first token of a piece is never a target (no context), so look from s + 1
-            if mask[s + 1:e].any():
+            if mask[s + 1 : e].any():
                 pieces.append((r, s, e))
                 kept += 1
         if kept == 0:
-            bad.append(BadRow(where[r], "no_supervised_tokens",
-                              f"no trained token within data.max_length={max_length} (data.overlong={policy})"))
+            bad.append(
+                BadRow(
+                    where[r],
+                    "no_supervised_tokens",
+                    f"no trained token within data.max_length={max_length} (data.overlong={policy})",
+                )
+            )
         elif kept < len(cand):
             report.counts["split_fragments_without_target"] += len(cand) - kept
     return np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
@@ -166,7 +204,9 @@ def _position(where: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2) or m.group(3))) if m else (where, 0)
 
 
-def _check_bad(bad: list[BadRow], rows_read: int, max_bad_fraction: float, sources: list[str]) -> None:
+def _check_bad(
+    bad: list[BadRow], rows_read: int, max_bad_fraction: float, sources: list[str]
+) -> None:
     """Raise one line naming the first bad row (file:line) once the bad fraction exceeds the limit."""
     if not bad or len(bad) / max(rows_read, 1) <= max_bad_fraction:
         return
@@ -179,15 +219,32 @@ def _check_bad(bad: list[BadRow], rows_read: int, max_bad_fraction: float, sourc
     raise UserError(
         f"{first.where}: bad row ({first.reason}{': ' + first.detail if first.detail else ''}); "
         f"{len(bad)} bad row(s) of {rows_read} so far exceed data.max_bad_fraction={max_bad_fraction}: "
-        "fix the data or raise data.max_bad_fraction to skip bad rows (counted in data_report.json)")
+        "fix the data or raise data.max_bad_fraction to skip bad rows (counted in data_report.json)"
+    )
 
 
-def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto", val_path: str = "",
-                 val_fraction: float = 0.0, val_max_samples: int = 256, max_length: int = 2048,
-                 overlong: str = "truncate", train_on: str = "assistant", limit: int = 0,
-                 num_proc: int = 1, max_bad_fraction: float = 0.0, system_prompt: str | None = None,
-                 demo_size: int = 3000, builder: str = "", builder_args: dict | None = None,
-                 seed: int = 0, progress: bool = True) -> PreparedData:
+def prepare_data(
+    tokenizer,
+    *,
+    path: str,
+    split: str = "train",
+    fmt: str = "auto",
+    val_path: str = "",
+    val_fraction: float = 0.0,
+    val_max_samples: int = 256,
+    max_length: int = 2048,
+    overlong: str = "truncate",
+    train_on: str = "assistant",
+    limit: int = 0,
+    num_proc: int = 1,
+    max_bad_fraction: float = 0.0,
+    system_prompt: str | None = None,
+    demo_size: int = 3000,
+    builder: str = "",
+    builder_args: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> PreparedData:
     """Everything the planner needs, from plain arguments (see the module docstring)."""
     report = DataReport()
     raw = read_rows(path, split, builder, builder_args, demo_size)
@@ -213,10 +270,17 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
     sources = [raw.source] + ([val_raw.source] if val_path else [])
     _check_bad(bad, report.rows_read, max_bad_fraction, sources)  # fail early: the count only grows
     if not msgs:
-        raise UserError(f"no usable rows in {raw.source}" + (f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else ""))
+        raise UserError(
+            f"no usable rows in {raw.source}"
+            + (f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else "")
+        )
 
-    key = hashlib.sha256(json.dumps([TOKENIZE_VERSION, _tokenizer_fingerprint(tokenizer), train_on,
-                                     [m for m in msgs]], sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            [TOKENIZE_VERSION, _tokenizer_fingerprint(tokenizer), train_on, [m for m in msgs]],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:24]
     ids_list, mask_list, errors = _tokenize_rows(msgs, tokenizer, train_on, num_proc, key, progress)
     keep = []
     for i, err in enumerate(errors):
@@ -230,9 +294,15 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
     offsets = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     tokens = TokenArrays(
-        ids=np.concatenate([ids_list[i] for i in keep]).astype(np.int32) if keep else np.zeros(0, np.int32),
-        mask=np.concatenate([mask_list[i] for i in keep]).astype(bool) if keep else np.zeros(0, bool),
-        offsets=offsets, row_ids=[where[i] for i in keep])
+        ids=np.concatenate([ids_list[i] for i in keep]).astype(np.int32)
+        if keep
+        else np.zeros(0, np.int32),
+        mask=np.concatenate([mask_list[i] for i in keep]).astype(bool)
+        if keep
+        else np.zeros(0, bool),
+        offsets=offsets,
+        row_ids=[where[i] for i in keep],
+    )
     kept_where = [where[i] for i in keep]
     kept_is_val = np.array([is_val[i] for i in keep], dtype=bool)
 
@@ -241,21 +311,37 @@ def prepare_data(tokenizer, *, path: str, split: str = "train", fmt: str = "auto
         train_rows, val_rows = rows[~kept_is_val], rows[kept_is_val]
     elif val_fraction > 0:
         perm = np.random.default_rng(seed + 7919).permutation(len(rows))
-        n_val = min(max(1, int(round(val_fraction * len(rows)))), val_max_samples or len(rows))
+        n_val = min(max(1, round(val_fraction * len(rows))), val_max_samples or len(rows))
         val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     else:
         train_rows, val_rows = rows, rows[:0]
-    train = _apply_overlong(lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report, bad)
-    val = _apply_overlong(lengths, tokens.mask, offsets, max_length, "truncate", val_rows, kept_where, DataReport(),
-                          bad)
+    train = _apply_overlong(
+        lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report, bad
+    )
+    val = _apply_overlong(
+        lengths,
+        tokens.mask,
+        offsets,
+        max_length,
+        "truncate",
+        val_rows,
+        kept_where,
+        DataReport(),
+        bad,
+    )
     _check_bad(bad, report.rows_read, max_bad_fraction, sources)
     for b in bad:
         report.add(b.reason, b.where)
     if bad:
-        log.warning("skipped %d bad row(s): %s (examples in data_report.json)", len(bad),
-                    dict(Counter(b.reason for b in bad)))
+        log.warning(
+            "skipped %d bad row(s): %s (examples in data_report.json)",
+            len(bad),
+            dict(Counter(b.reason for b in bad)),
+        )
     if len(train) == 0:
-        raise UserError(f"no training sample left in {raw.source} after filtering: {dict(report.counts)}")
+        raise UserError(
+            f"no training sample left in {raw.source} after filtering: {dict(report.counts)}"
+        )
     report.counts["train_pieces"] = len(train)
     report.counts["val_pieces"] = len(val)
     del n_val_rows

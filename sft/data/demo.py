@@ -14,19 +14,90 @@ from __future__ import annotations
 import random
 import string
 
-WORDS = (
-    "apple river stone cloud maple tiger amber delta harbor lantern meadow orbit pepper quartz "
-    "raven saddle timber velvet willow yarrow zephyr beacon candle falcon garnet hollow island "
-    "juniper kettle lemon marble nectar olive pebble quiver ribbon summit thistle umber violet "
-    "walnut canyon ember forest glacier horizon ivory jasmine kayak lagoon mosaic nova oasis"
-).split()
-NAMES = "Ada Ben Chloe Dev Elena Farid Greta Hugo Iris Jonas Kira Liam Mona Nils Olga Priya".split()
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "maple",
+    "tiger",
+    "amber",
+    "delta",
+    "harbor",
+    "lantern",
+    "meadow",
+    "orbit",
+    "pepper",
+    "quartz",
+    "raven",
+    "saddle",
+    "timber",
+    "velvet",
+    "willow",
+    "yarrow",
+    "zephyr",
+    "beacon",
+    "candle",
+    "falcon",
+    "garnet",
+    "hollow",
+    "island",
+    "juniper",
+    "kettle",
+    "lemon",
+    "marble",
+    "nectar",
+    "olive",
+    "pebble",
+    "quiver",
+    "ribbon",
+    "summit",
+    "thistle",
+    "umber",
+    "violet",
+    "walnut",
+    "canyon",
+    "ember",
+    "forest",
+    "glacier",
+    "horizon",
+    "ivory",
+    "jasmine",
+    "kayak",
+    "lagoon",
+    "mosaic",
+    "nova",
+    "oasis",
+]
+NAMES = [
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Kira",
+    "Liam",
+    "Mona",
+    "Nils",
+    "Olga",
+    "Priya",
+]
 DOMAINS = ("example.com", "mail.org", "lab.net", "uni.edu")
 
 UNITS = [  # (from, to, factor)
-    ("kilometers", "meters", 1000), ("meters", "centimeters", 100), ("kilograms", "grams", 1000),
-    ("hours", "minutes", 60), ("minutes", "seconds", 60), ("liters", "milliliters", 1000),
-    ("days", "hours", 24), ("weeks", "days", 7),
+    ("kilometers", "meters", 1000),
+    ("meters", "centimeters", 100),
+    ("kilograms", "grams", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("liters", "milliliters", 1000),
+    ("days", "hours", 24),
+    ("weeks", "days", 7),
 ]
 
 
@@ -111,20 +182,32 @@ def _uppercase(r: random.Random) -> tuple[str, str]:
 def _acronym(r: random.Random) -> tuple[str, str]:
     n = r.randint(3, 8)
     words = [r.choice(WORDS).capitalize() for _ in range(n)]
-    return "Give the acronym made of the first letters of: " + " ".join(words), "".join(w[0] for w in words)
+    return "Give the acronym made of the first letters of: " + " ".join(words), "".join(
+        w[0] for w in words
+    )
 
 
 def _caesar(r: random.Random) -> tuple[str, str]:
     word = "".join(r.choice(string.ascii_lowercase) for _ in range(r.randint(4, 10)))
     k = r.randint(1, 5)
     enc = "".join(chr((ord(c) - 97 + k) % 26 + 97) for c in word)
-    return f"Shift every letter of '{word}' forward by {k} in the alphabet. Reply with the result only.", enc
+    return (
+        f"Shift every letter of '{word}' forward by {k} in the alphabet. Reply with the result only.",
+        enc,
+    )
 
 
 TASKS = {
-    "arithmetic": _arithmetic, "conversion": _conversion, "sorting": _sorting, "counting": _counting,
-    "extraction": _extraction, "formatting": _formatting, "reverse": _reverse,
-    "uppercase": _uppercase, "acronym": _acronym, "caesar": _caesar,
+    "arithmetic": _arithmetic,
+    "conversion": _conversion,
+    "sorting": _sorting,
+    "counting": _counting,
+    "extraction": _extraction,
+    "formatting": _formatting,
+    "reverse": _reverse,
+    "uppercase": _uppercase,
+    "acronym": _acronym,
+    "caesar": _caesar,
 }
 # Short-answer tasks used for the exact-match check (cheap to generate on a CPU).
 SHORT_ANSWER_TASKS = ("arithmetic", "conversion", "counting", "acronym", "caesar")
@@ -138,12 +221,17 @@ def generate_demo(n: int = 3000, seed: int = 1234) -> list[dict]:
     for i in range(n):
         task = names[i % len(names)] if i < len(names) else r.choice(names)
         prompt, answer = TASKS[task](r)
-        rows.append({
-            "id": f"demo-{i}",
-            "task": task,
-            "answer": answer,
-            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-        })
+        rows.append(
+            {
+                "id": f"demo-{i}",
+                "task": task,
+                "answer": answer,
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ],
+            }
+        )
     return rows
 
 

@@ -15,8 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 ROLE_MAP = {
-    "system": "system", "user": "user", "human": "user", "assistant": "assistant",
-    "gpt": "assistant", "model": "assistant", "bot": "assistant",
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
 }
 
 
@@ -59,7 +64,9 @@ def _turns(turns: Any, role_key: str, content_key: str) -> list[dict[str, str]]:
     return out
 
 
-def to_messages(row: dict[str, Any], fmt: str = "auto", system_prompt: str | None = None) -> list[dict[str, str]]:
+def to_messages(
+    row: dict[str, Any], fmt: str = "auto", system_prompt: str | None = None
+) -> list[dict[str, str]]:
     """Messages for one row (raises RowError)."""
     fmt = detect_format(row) if fmt == "auto" else fmt
     if fmt == "messages":
@@ -71,10 +78,16 @@ def to_messages(row: dict[str, Any], fmt: str = "auto", system_prompt: str | Non
         for pair in row.get("history") or []:
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise RowError("malformed_history")
-            msgs += [{"role": "user", "content": str(pair[0])}, {"role": "assistant", "content": str(pair[1])}]
+            msgs += [
+                {"role": "user", "content": str(pair[0])},
+                {"role": "assistant", "content": str(pair[1])},
+            ]
         instr, inp = row.get("instruction") or "", row.get("input") or ""
         user = f"{instr}\n\n{inp}" if inp else instr
-        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": str(row.get("output", ""))}]
+        msgs += [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": str(row.get("output", ""))},
+        ]
         if row.get("system"):
             msgs.insert(0, {"role": "system", "content": str(row["system"])})
     elif fmt == "prompt_completion":

@@ -85,8 +85,14 @@ def _from_datasets(ds: Any, source: str) -> RawRows:
     return RawRows([{**r, "_where": f"{source}[{i}]"} for i, r in enumerate(ds)], [], source)
 
 
-def read_rows(path: str, split: str = "train", builder: str = "", builder_args: dict | None = None,
-              demo_size: int = 3000, seed: int = 1234) -> RawRows:
+def read_rows(
+    path: str,
+    split: str = "train",
+    builder: str = "",
+    builder_args: dict | None = None,
+    demo_size: int = 3000,
+    seed: int = 1234,
+) -> RawRows:
     """Read every row of a data source. `path=""` means the built-in demo dataset."""
     if builder:
         return _from_builder(builder, path, builder_args or {})
@@ -105,21 +111,27 @@ def read_rows(path: str, split: str = "train", builder: str = "", builder_args: 
             import datasets
 
             return _from_datasets(datasets.Dataset.from_parquet(str(p)), str(p))
-        raise UserError(f"data.path={path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
+        raise UserError(
+            f"data.path={path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet"
+        )
     if p.is_dir():
         import datasets
 
         try:
             ds = datasets.load_from_disk(str(p))
         except Exception as e:  # noqa: BLE001 - reported as one line
-            raise UserError(f"data.path={path} is a folder but not a datasets save_to_disk folder ({e})") from None
+            raise UserError(
+                f"data.path={path} is a folder but not a datasets save_to_disk folder ({e})"
+            ) from None
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise UserError(f"data.split={split!r} not in {path}; available: {list(ds)}")
             ds = ds[split]
         return _from_datasets(ds, str(p))
     if p.is_absolute() or path.startswith(".") or path.count("/") != 1:
-        raise UserError(f"data.path={path} does not exist; point data.path at a .jsonl/.json/.parquet file")
+        raise UserError(
+            f"data.path={path} does not exist; point data.path at a .jsonl/.json/.parquet file"
+        )
     return _from_hub(path, split)
 
 
@@ -141,6 +153,8 @@ def _from_builder(builder: str, path: str, args: dict) -> RawRows:
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
-        raise UserError(f"data.builder={builder!r} cannot be imported ({e}); use 'module:function'") from None
+        raise UserError(
+            f"data.builder={builder!r} cannot be imported ({e}); use 'module:function'"
+        ) from None
     rows = fn(path, **args)
     return _from_datasets(rows, f"{builder}({path})")

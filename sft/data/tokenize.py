@@ -18,10 +18,14 @@ from sft.data.formats import RowError
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
-def assistant_char_spans(tokenizer, messages: list[dict[str, str]], train_on: str = "assistant") -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(
+    tokenizer, messages: list[dict[str, str]], train_on: str = "assistant"
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and the character spans to train on."""
     text = _render(tokenizer, messages)
     if train_on == "all":
@@ -33,16 +37,22 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, str]], train_on: st
         prefix = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
         upto = _render(tokenizer, messages[: i + 1])
         if not (text.startswith(prefix) and text.startswith(upto) and len(upto) >= len(prefix)):
-            raise RowError("template_not_prefix_stable",
-                           "the chat template renders a prefix differently from the full conversation")
-        turn = text[len(prefix):len(upto)]
-        spans.append((len(prefix), len(prefix) + len(turn.rstrip())))  # end-of-turn token, not the newline
+            raise RowError(
+                "template_not_prefix_stable",
+                "the chat template renders a prefix differently from the full conversation",
+            )
+        turn = text[len(prefix) : len(upto)]
+        spans.append(
+            (len(prefix), len(prefix) + len(turn.rstrip()))
+        )  # end-of-turn token, not the newline
     if train_on == "last_assistant":
         spans = spans[-1:]
     return text, spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict[str, str]], train_on: str = "assistant") -> tuple[np.ndarray, np.ndarray]:
+def tokenize_conversation(
+    tokenizer, messages: list[dict[str, str]], train_on: str = "assistant"
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids int32, mask bool) for one conversation."""
     text, spans = assistant_char_spans(tokenizer, messages, train_on)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

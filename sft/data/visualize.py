@@ -40,11 +40,11 @@ def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
     for i in range(len(ids)):
         lo = max(0, done - 4)
         head = tokenizer.decode(ids[lo:done], skip_special_tokens=False) if done > lo else ""
-        cur = tokenizer.decode(ids[lo:i + 1], skip_special_tokens=False)
+        cur = tokenizer.decode(ids[lo : i + 1], skip_special_tokens=False)
         if cur.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - done < 8:
             texts.append("")  # an incomplete character: emitted with the token that completes it
             continue
-        texts.append(cur[len(head):])
+        texts.append(cur[len(head) :])
         done = i + 1
     return texts
 
@@ -70,11 +70,29 @@ def runs(flags: np.ndarray) -> list[tuple[int, int, bool]]:
 
 
 # tab10 without its grey, so no sample looks like padding
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+)
 
 
-def draw_layout(ax, rows: Sequence[Sequence[Segment]], mask: np.ndarray, width: int, title: str,
-                labels: Sequence[str] | None = None, color_offset: int = 0, xlim: int | None = None) -> int:
+def draw_layout(
+    ax,
+    rows: Sequence[Sequence[Segment]],
+    mask: np.ndarray,
+    width: int,
+    title: str,
+    labels: Sequence[str] | None = None,
+    color_offset: int = 0,
+    xlim: int | None = None,
+) -> int:
     """Draw `rows` on the matplotlib axes `ax`; returns the number of segments drawn.
 
     A segment's tokens carry a trained target or not (`mask[a:b]`, with the first token of every
@@ -90,13 +108,29 @@ def draw_layout(ax, rows: Sequence[Sequence[Segment]], mask: np.ndarray, width: 
             flags = mask[a:b].copy()
             flags[0] = False
             for s, e, t in runs(flags):
-                ax.barh(y, e - s, left=x + s, height=0.8, color=color, alpha=1.0 if t else 0.35,
-                        edgecolor="none")
+                ax.barh(
+                    y,
+                    e - s,
+                    left=x + s,
+                    height=0.8,
+                    color=color,
+                    alpha=1.0 if t else 0.35,
+                    edgecolor="none",
+                )
             ax.barh(y, b - a, left=x, height=0.8, fill=False, edgecolor="white", linewidth=1.2)
             x += b - a
             n_drawn += 1
         if x < width:
-            ax.barh(y, width - x, left=x, height=0.8, color="0.88", edgecolor="0.6", linewidth=0, hatch="///")
+            ax.barh(
+                y,
+                width - x,
+                left=x,
+                height=0.8,
+                color="0.88",
+                edgecolor="0.6",
+                linewidth=0,
+                hatch="///",
+            )
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(list(labels or [f"row {i}" for i in range(len(rows))])[::-1])
     ax.set_xlim(0, xlim or width)

@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 
 NAME = "varlen"
-FLASH_DTYPES = (torch.float16, torch.bfloat16)  # what the CUDA varlen kernel takes; else per-sample sdpa
+FLASH_DTYPES = (
+    torch.float16,
+    torch.bfloat16,
+)  # what the CUDA varlen kernel takes; else per-sample sdpa
 
 
 def _segments_from_mask(attention_mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -83,13 +86,19 @@ def _causal_sdpa(q, k, v, p: float, scale, window: int | None) -> torch.Tensor:
     gqa = q.shape[1] != k.shape[1]
     n = q.shape[2]
     if window is None or n <= window:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=p, scale=scale, enable_gqa=gqa
+        )
     i = torch.arange(n, device=q.device)
     band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=p, scale=scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=band, dropout_p=p, scale=scale, enable_gqa=gqa
+    )
 
 
-def _per_segment(query, key, value, cu: torch.Tensor, p: float, scale, window: int | None) -> torch.Tensor:
+def _per_segment(
+    query, key, value, cu: torch.Tensor, p: float, scale, window: int | None
+) -> torch.Tensor:
     """[B, H, L, D] -> [B, H, L, D]: causal attention inside every segment of every row.
 
     Segments (flat offsets in `cu`) never cross a row and cover every position, so each row's
@@ -105,14 +114,29 @@ def _per_segment(query, key, value, cu: torch.Tensor, p: float, scale, window: i
         e = b - r * width
         if e > width:
             raise ValueError(f"a segment [{a}, {b}) crosses the end of row {r} (width {width})")
-        rows[r].append(_causal_sdpa(query[r:r + 1, :, s:e], key[r:r + 1, :, s:e], value[r:r + 1, :, s:e],
-                                    p, scale, window))
+        rows[r].append(
+            _causal_sdpa(
+                query[r : r + 1, :, s:e],
+                key[r : r + 1, :, s:e],
+                value[r : r + 1, :, s:e],
+                p,
+                scale,
+                window,
+            )
+        )
     return torch.cat([torch.cat(parts, dim=2) for parts in rows], dim=0)
 
 
-def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-                             value: torch.Tensor, attention_mask: torch.Tensor | None,
-                             scaling: float | None = None, dropout: float = 0.0, **kwargs):
+def varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """transformers attention function: q/k/v [B, H, L, D] -> ([B, L, H, D], None)."""
     bsz, n_heads, width, head_dim = query.shape
     cu = kwargs.get("cu_seq_lens_q")
@@ -126,15 +150,26 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
             cu = torch.arange(0, (bsz + 1) * width, width, dtype=torch.int32)
             max_len = width
     if not cu.is_cuda and int(cu[-1]) != bsz * width:  # checked on the host only: no device sync
-        raise ValueError(f"cu_seq_lens cover {int(cu[-1])} positions but the batch has {bsz * width}")
+        raise ValueError(
+            f"cu_seq_lens cover {int(cu[-1])} positions but the batch has {bsz * width}"
+        )
     p = dropout if module.training else 0.0
     window = kwargs.get("sliding_window")  # passed by sliding-window models (Mistral, Qwen2, ...)
     window = int(window) if window and int(window) < int(max_len) else None
-    if query.is_cuda and p == 0.0 and query.dtype in FLASH_DTYPES and (
-            window is None or "window_size" in _kernel_params()):
+    if (
+        query.is_cuda
+        and p == 0.0
+        and query.dtype in FLASH_DTYPES
+        and (window is None or "window_size" in _kernel_params())
+    ):
         # [B, H, L, D] -> [B*L, H, D], the kernel's packed layout
-        q, k, v = (t.transpose(1, 2).reshape(bsz * width, t.shape[1], head_dim) for t in (query, key, value))
-        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling, window).view(bsz, width, n_heads, head_dim)
+        q, k, v = (
+            t.transpose(1, 2).reshape(bsz * width, t.shape[1], head_dim)
+            for t in (query, key, value)
+        )
+        out = _cuda_varlen(q, k, v, cu, int(max_len), scaling, window).view(
+            bsz, width, n_heads, head_dim
+        )
     else:
         out = _per_segment(query, key, value, cu, p, scaling, window).transpose(1, 2)
     if padded:  # pad positions attend only to pads: give them a zero output

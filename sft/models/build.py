@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_attn_implementation(requested: str, collator: str, cuda: bool, training: bool = True) -> str:
+def resolve_attn_implementation(
+    requested: str, collator: str, cuda: bool, training: bool = True
+) -> str:
     """The backend to use; refuses combinations that cannot run or would leak across samples."""
     has_flash = cuda and importlib.util.find_spec("flash_attn") is not None
     if requested == "auto":
@@ -29,17 +31,25 @@ def resolve_attn_implementation(requested: str, collator: str, cuda: bool, train
         return "flash_attention_2" if has_flash else "varlen"
     if requested in ("flash_attention_2", "flash_attention_3"):
         if not cuda:
-            raise UserError(f"model.attn_implementation={requested} needs a CUDA GPU; use varlen (per-sample attention) on CPU")
+            raise UserError(
+                f"model.attn_implementation={requested} needs a CUDA GPU; use varlen (per-sample attention) on CPU"
+            )
         mod = "flash_attn" if requested == "flash_attention_2" else "flash_attn_interface"
         if importlib.util.find_spec(mod) is None:
-            raise UserError(f"model.attn_implementation={requested} needs the '{mod}' package; "
-                            "install it (pip install sft[flash]) or use varlen, which needs no extra package")
+            raise UserError(
+                f"model.attn_implementation={requested} needs the '{mod}' package; "
+                "install it (pip install sft[flash]) or use varlen, which needs no extra package"
+            )
     if requested == "flex_attention" and training and not cuda:
-        raise UserError("model.attn_implementation=flex_attention has no backward on CPU; use varlen or sdpa")
+        raise UserError(
+            "model.attn_implementation=flex_attention has no backward on CPU; use varlen or sdpa"
+        )
     return requested
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None):
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None
+):
     """The model's tokenizer (pad = eos when it has none), with a chat template it can render."""
     from transformers import AutoTokenizer
 
@@ -52,15 +62,19 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, chat_temp
         try:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot load a tokenizer from model.name_or_path={name_or_path} "
-                            f"({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"cannot load a tokenizer from model.name_or_path={name_or_path} "
+                f"({str(e).splitlines()[0]})"
+            ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if chat_template:
         tok.chat_template = _template_from(chat_template, trust_remote_code)
     if not tok.chat_template:
-        raise UserError(f"the tokenizer of {name_or_path} has no chat template; set model.chat_template to a "
-                        ".jinja file or to an instruct model whose template to use (e.g. its -Instruct sibling)")
+        raise UserError(
+            f"the tokenizer of {name_or_path} has no chat template; set model.chat_template to a "
+            ".jinja file or to an instruct model whose template to use (e.g. its -Instruct sibling)"
+        )
     return tok
 
 
@@ -71,9 +85,13 @@ def _template_from(spec: str, trust_remote_code: bool) -> str:
     from transformers import AutoTokenizer
 
     try:
-        template = AutoTokenizer.from_pretrained(_resolve_path(spec), trust_remote_code=trust_remote_code).chat_template
+        template = AutoTokenizer.from_pretrained(
+            _resolve_path(spec), trust_remote_code=trust_remote_code
+        ).chat_template
     except (OSError, ValueError) as e:
-        raise UserError(f"model.chat_template={spec}: neither a file nor a loadable tokenizer ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"model.chat_template={spec}: neither a file nor a loadable tokenizer ({str(e).splitlines()[0]})"
+        ) from None
     if not template:
         raise UserError(f"model.chat_template={spec}: that tokenizer has no chat template either")
     return template
@@ -87,26 +105,45 @@ def _resolve_path(name_or_path: str) -> str:
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
-            raise UserError(f"model.name_or_path={name_or_path} exists but holds no config.json (not an HF model folder)")
+            raise UserError(
+                f"model.name_or_path={name_or_path} exists but holds no config.json (not an HF model folder)"
+            )
         return str(p)
     if name_or_path.startswith((".", "/", "~")):
         raise UserError(f"model.name_or_path={name_or_path} does not exist")
     return name_or_path  # a hub id
 
 
-def load_model(name_or_path: str, *, arch: str = "llama", dtype: str = "fp32", attn_implementation: str = "sdpa",
-               gradient_checkpointing: bool = False, trust_remote_code: bool = False,
-               dropout: float | None = None, vocab_size: int | None = None, seed: int = 0,
-               tiny_hidden_size: int = 64, tiny_layers: int = 2) -> torch.nn.Module:
+def load_model(
+    name_or_path: str,
+    *,
+    arch: str = "llama",
+    dtype: str = "fp32",
+    attn_implementation: str = "sdpa",
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+    dropout: float | None = None,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    tiny_hidden_size: int = 64,
+    tiny_layers: int = 2,
+) -> torch.nn.Module:
     """A causal LM ready for training (use_cache off, chosen attention)."""
     register_varlen()
     torch_dtype = DTYPES[dtype]
     if name_or_path == "tiny":
         from sft.models.tiny import build_tiny_model
 
-        model = build_tiny_model(arch, vocab_size=vocab_size or 259, hidden_size=tiny_hidden_size,
-                                 num_layers=tiny_layers, dropout=dropout or 0.0, seed=seed,
-                                 attn_implementation=attn_implementation, dtype=torch_dtype)
+        model = build_tiny_model(
+            arch,
+            vocab_size=vocab_size or 259,
+            hidden_size=tiny_hidden_size,
+            num_layers=tiny_layers,
+            dropout=dropout or 0.0,
+            seed=seed,
+            attn_implementation=attn_implementation,
+            dtype=torch_dtype,
+        )
     else:
         from transformers import AutoModelForCausalLM
 
@@ -114,10 +151,17 @@ def load_model(name_or_path: str, *, arch: str = "llama", dtype: str = "fp32", a
         extra = {"attention_dropout": dropout} if dropout is not None else {}
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code, use_safetensors=None, **extra)
+                path,
+                dtype=torch_dtype,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=None,
+                **extra,
+            )
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot load model.name_or_path={name_or_path} ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"cannot load model.name_or_path={name_or_path} ({str(e).splitlines()[0]})"
+            ) from None
     model.config.use_cache = False
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.use_cache = True  # generation after training may use a cache
@@ -126,11 +170,18 @@ def load_model(name_or_path: str, *, arch: str = "llama", dtype: str = "fp32", a
     return model
 
 
-def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]
+) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                     task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, cfg)
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()

@@ -61,7 +61,9 @@ def build_tiny_model(
 ) -> torch.nn.Module:
     """A 2-layer causal LM of family `arch` with random weights (seeded), grouped-query attention."""
     if arch not in TINY_ARCHS:
-        raise UserError(f"model.arch={arch!r} is not a tiny architecture; choose one of {list(TINY_ARCHS)}")
+        raise UserError(
+            f"model.arch={arch!r} is not a tiny architecture; choose one of {list(TINY_ARCHS)}"
+        )
     config = AutoConfig.for_model(
         arch,
         vocab_size=vocab_size,

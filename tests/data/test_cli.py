@@ -48,7 +48,7 @@ def test_render_sample_colours_exactly_the_trained_tokens(loaded, tiny_tokenizer
     assert 0 < trained.sum() < len(ids)  # a prompt and an answer: both styles appear
     text = render_sample(tiny_tokenizer, ids, trained)
     assert text.plain == tiny_tokenizer.decode(ids.tolist())  # every token, once, in order
-    green = "".join(text.plain[s.start:s.end] for s in text.spans if "green" in str(s.style))
+    green = "".join(text.plain[s.start : s.end] for s in text.spans if "green" in str(s.style))
     assert green == tiny_tokenizer.decode(ids[trained].tolist())
     assert green.endswith("<|im_end|>")  # the end-of-turn token is trained
 
@@ -65,11 +65,14 @@ def test_show_index_out_of_range_is_one_line(capsys):
     assert err.startswith("error: --index 100000 is out of range") and "\n" not in err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["show", "data=nope", "model=tiny"], "data=nope is not an option"),
-    (["stats", "model=tiny", "data.max_lenght=5"], "max_lenght"),
-    (["show", "model=tiny", "lima"], "'lima' is not an override"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["show", "data=nope", "model=tiny"], "data=nope is not an option"),
+        (["stats", "model=tiny", "data.max_lenght=5"], "max_lenght"),
+        (["show", "model=tiny", "lima"], "'lima' is not an override"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -92,8 +95,10 @@ def test_packs_picture_counts(tmp_path, loaded):
 
 
 def test_draw_layout_draws_every_token_once(loaded):
-    rows = [[tuple(int(x) for x in loaded.data.train[i])[1:] + (i,) for i in (0, 1, 2)],
-            [tuple(int(x) for x in loaded.data.train[3])[1:] + (3,)]]
+    rows = [
+        [tuple(int(x) for x in loaded.data.train[i])[1:] + (i,) for i in (0, 1, 2)],
+        [tuple(int(x) for x in loaded.data.train[3])[1:] + (3,)],
+    ]
     width = 2 + max(sum(b - a for a, b, _ in row) for row in rows)
     fig, ax = plt.subplots()
     assert draw_layout(ax, rows, loaded.data.tokens.mask, width, "t") == 4
@@ -104,7 +109,9 @@ def test_draw_layout_draws_every_token_once(loaded):
     for r, row in enumerate(rows):
         widths = per_row[len(rows) - 1 - r]
         assert sum(widths) == width  # samples + padding cover the row exactly
-        assert sum(widths) - (width - sum(b - a for a, b, _ in row)) == sum(b - a for a, b, _ in row)
+        assert sum(widths) - (width - sum(b - a for a, b, _ in row)) == sum(
+            b - a for a, b, _ in row
+        )
     plt.close(fig)
 
 
@@ -131,12 +138,22 @@ def test_stats_json(capsys, loaded):
 def test_stats_table(capsys):
     main(["stats", *DATA])
     out = capsys.readouterr().out
-    assert "padding, random micro-batches of 8" in out and "bfd" in out and "optimizer steps per epoch" in out
+    assert (
+        "padding, random micro-batches of 8" in out
+        and "bfd" in out
+        and "optimizer steps per epoch" in out
+    )
 
 
 @pytest.mark.slow
 def test_module_entry_point_exit_code():
-    proc = subprocess.run([sys.executable, "-m", "sft.data.cli", "show", "model=tiny", "data=nope"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sft.data.cli", "show", "model=tiny", "data=nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data=nope is not an option")

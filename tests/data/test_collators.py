@@ -21,10 +21,19 @@ def corpus() -> Corpus:
 
 
 def _padding_mb(corpus: Corpus, size: int = 5):
-    plan = plan_epoch(corpus.pieces, corpus.mask, kind="padding", micro_batch_size=size, grad_accum=1,
-                      world_size=1, seed=0, epoch=0, capacity=10**6)
+    plan = plan_epoch(
+        corpus.pieces,
+        corpus.mask,
+        kind="padding",
+        micro_batch_size=size,
+        grad_accum=1,
+        world_size=1,
+        seed=0,
+        epoch=0,
+        capacity=10**6,
+    )
     mb = plan.steps[0][0][0]
-    assert len({b - a for (a, b, _), in mb}) > 1  # different lengths: padding really happens
+    assert len({b - a for ((a, b, _),) in mb}) > 1  # different lengths: padding really happens
     return mb
 
 
@@ -52,8 +61,10 @@ def _segments(batch: dict) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("multiple", [1, 8])
 def test_padding_rows_are_right_padded_and_masked(corpus, multiple):
     mb = _padding_mb(corpus)
-    batch, meta = PaddingCollator(pad_id=PAD, pad_to_multiple_of=multiple)(mb, corpus.ids, corpus.labels_of)
-    lens = [b - a for (a, b, _), in mb]
+    batch, meta = PaddingCollator(pad_id=PAD, pad_to_multiple_of=multiple)(
+        mb, corpus.ids, corpus.labels_of
+    )
+    lens = [b - a for ((a, b, _),) in mb]
     width = batch["input_ids"].shape[1]
     assert width == -(-max(lens) // multiple) * multiple and width % multiple == 0
     for r, ((a, b, _),) in enumerate(mb):
@@ -78,8 +89,9 @@ def test_padding_rows_are_right_padded_and_masked(corpus, multiple):
 @pytest.mark.parametrize("flatten", [True, False], ids=["flatten", "rows"])
 def test_packing_invariants(corpus, flatten):
     mb = _packing_mb(corpus)
-    batch, meta = PackingCollator(pad_id=PAD, flatten=flatten, pad_to_multiple_of=1 if flatten else 16)(
-        mb, corpus.ids, corpus.labels_of)
+    batch, meta = PackingCollator(
+        pad_id=PAD, flatten=flatten, pad_to_multiple_of=1 if flatten else 16
+    )(mb, corpus.ids, corpus.labels_of)
     assert "attention_mask" not in batch
     ids, labels, pos = batch["input_ids"], batch["labels"], batch["position_ids"]
     assert ids.shape[0] == (1 if flatten else len(mb))
@@ -93,7 +105,7 @@ def test_packing_invariants(corpus, flatten):
         assert ids[r, s:e].tolist() == corpus.ids[a:b].tolist()
         assert pos[r, s:e].tolist() == list(range(b - a))  # positions restart for every sample
         assert labels[r, s] == -100  # first token of every sample is never a target
-        assert labels[r, s + 1:e].tolist() == corpus.labels_of(a, b)[1:].tolist()
+        assert labels[r, s + 1 : e].tolist() == corpus.labels_of(a, b)[1:].tolist()
     # no target crosses a boundary: the last position of a sample predicts nothing
     tgt = shifted_targets(labels)
     for r, s, e in segs:
@@ -110,7 +122,9 @@ def test_packing_invariants(corpus, flatten):
     starts = set(torch.nonzero(flat_pos == 0).squeeze(-1).tolist())
     assert set(cu[:-1].tolist()) == starts  # a segment starts exactly where positions restart
     assert batch["max_length_q"] == batch["max_length_k"] == int(cu.diff().max())
-    assert meta.samples == len({p for _, _, p in planned}) and meta.tokens == sum(b - a for a, b, _ in planned)
+    assert meta.samples == len({p for _, _, p in planned}) and meta.tokens == sum(
+        b - a for a, b, _ in planned
+    )
     assert meta.targets == int((tgt != -100).sum())
 
 
@@ -129,12 +143,14 @@ def test_padding_loses_no_token(corpus):
     mb = _padding_mb(corpus)
     batch, _ = PaddingCollator(pad_id=PAD, pad_to_multiple_of=8)(mb, corpus.ids, corpus.labels_of)
     got = batch["input_ids"][batch["attention_mask"].bool()].tolist()
-    assert got == np.concatenate([corpus.ids[a:b] for (a, b, _), in mb]).tolist()
+    assert got == np.concatenate([corpus.ids[a:b] for ((a, b, _),) in mb]).tolist()
 
 
 def test_leaky_packing_has_all_ones_mask_and_no_positions(corpus):
     mb = _packing_mb(corpus)
-    batch, _ = PackingCollator(pad_id=PAD, flatten=True, isolate=False)(mb, corpus.ids, corpus.labels_of)
+    batch, _ = PackingCollator(pad_id=PAD, flatten=True, isolate=False)(
+        mb, corpus.ids, corpus.labels_of
+    )
     assert (batch["attention_mask"] == 1).all()
     assert "position_ids" not in batch and "cu_seq_lens_q" not in batch
 
@@ -156,14 +172,27 @@ def test_padding_free_has_the_samples_and_targets_of_padding(corpus):
     mb = _padding_mb(corpus)
     free, m1 = PaddingFreeCollator(pad_id=PAD)(mb, corpus.ids, corpus.labels_of)
     padded, m2 = PaddingCollator(pad_id=PAD)(mb, corpus.ids, corpus.labels_of)
-    assert (m1.samples, m1.tokens, m1.targets, m1.piece_ids) == (m2.samples, m2.tokens, m2.targets, m2.piece_ids)
+    assert (m1.samples, m1.tokens, m1.targets, m1.piece_ids) == (
+        m2.samples,
+        m2.tokens,
+        m2.targets,
+        m2.piece_ids,
+    )
     real = padded["attention_mask"].bool()
     assert free["labels"][0].tolist() == padded["labels"][real].tolist()
 
 
 def test_random_concat_fragment_counts_its_piece_once(corpus):
-    rows, _ = build_rows(corpus.pieces, corpus.mask, kind="packing", capacity=300, strategy="random_concat",
-                         seed=0, epoch=0, replan_each_epoch=False)
+    rows, _ = build_rows(
+        corpus.pieces,
+        corpus.mask,
+        kind="packing",
+        capacity=300,
+        strategy="random_concat",
+        seed=0,
+        epoch=0,
+        replan_each_epoch=False,
+    )
     # two consecutive chunks share the piece that was cut between them
     shared = next(i for i in range(len(rows) - 1) if rows[i][-1][2] == rows[i + 1][0][2])
     pair = [rows[shared], rows[shared + 1]]
@@ -178,6 +207,8 @@ def test_random_concat_fragment_counts_its_piece_once(corpus):
 def test_build_collator_picks_the_named_collator():
     assert isinstance(build_collator("padding", pad_id=PAD), PaddingCollator)
     assert isinstance(build_collator("padding_free", pad_id=PAD), PaddingFreeCollator)
-    packing = build_collator("packing", pad_id=PAD, flatten=False, isolate=False, pad_to_multiple_of=8)
+    packing = build_collator(
+        "packing", pad_id=PAD, flatten=False, isolate=False, pad_to_multiple_of=8
+    )
     assert isinstance(packing, PackingCollator)
     assert (packing.flatten, packing.isolate, packing.multiple) == (False, False, 8)

@@ -26,14 +26,19 @@ def test_pieces_reference_real_tokens(tiny_tokenizer, tmp_path):
     assert len(d.train) == 20 and len(d.val) == 0
     for r, a, b in d.train:
         assert a == d.tokens.offsets[r] and b == d.tokens.offsets[r + 1]
-        assert d.tokens.mask[a + 1:b].any()
+        assert d.tokens.mask[a + 1 : b].any()
 
 
 @pytest.mark.parametrize("policy,expect_pieces", [("truncate", 3), ("drop", 2), ("split", 4)])
 def test_overlong_policies_count_every_row(tiny_tokenizer, tmp_path, policy, expect_pieces):
     rows = [_conv("short", "ok"), _conv("x" * 10, "y" * 150), _conv("tiny", "fine")]
-    d = prepare_data(tiny_tokenizer, path=_write(tmp_path / "d.jsonl", rows), max_length=100,
-                     overlong=policy, progress=False)
+    d = prepare_data(
+        tiny_tokenizer,
+        path=_write(tmp_path / "d.jsonl", rows),
+        max_length=100,
+        overlong=policy,
+        progress=False,
+    )
     assert len(d.train) == expect_pieces
     assert (d.train[:, 2] - d.train[:, 1] <= 100).all()
     counted = {"truncate": "truncated", "drop": "dropped_overlong", "split": "split"}[policy]
@@ -42,8 +47,13 @@ def test_overlong_policies_count_every_row(tiny_tokenizer, tmp_path, policy, exp
 
 def test_split_keeps_every_token(tiny_tokenizer, tmp_path):
     rows = [_conv("q" * 30, "a" * 300)]
-    d = prepare_data(tiny_tokenizer, path=_write(tmp_path / "d.jsonl", rows), max_length=64,
-                     overlong="split", progress=False)
+    d = prepare_data(
+        tiny_tokenizer,
+        path=_write(tmp_path / "d.jsonl", rows),
+        max_length=64,
+        overlong="split",
+        progress=False,
+    )
     covered = sum(int(b - a) for _, a, b in d.train)
     # fragments without a target are dropped and counted, the rest cover the sample end to end
     dropped = d.report.counts.get("split_fragments_without_target", 0)
@@ -52,8 +62,13 @@ def test_split_keeps_every_token(tiny_tokenizer, tmp_path):
 
 def test_truncation_that_removes_all_targets_drops_the_sample(tiny_tokenizer, tmp_path):
     rows = [_conv("p" * 200, "answer"), _conv("ok", "yes")]
-    d = prepare_data(tiny_tokenizer, path=_write(tmp_path / "d.jsonl", rows), max_length=50,
-                     max_bad_fraction=0.5, progress=False)
+    d = prepare_data(
+        tiny_tokenizer,
+        path=_write(tmp_path / "d.jsonl", rows),
+        max_length=50,
+        max_bad_fraction=0.5,
+        progress=False,
+    )
     assert len(d.train) == 1
     assert d.report.counts["no_supervised_tokens"] == 1
 
@@ -100,6 +115,11 @@ def test_demo_default(tiny_tokenizer):
 
 
 def test_shared_lima_loads(tiny_tokenizer, shared_data):
-    d = prepare_data(tiny_tokenizer, path=str(shared_data / "lima" / "lima_messages.jsonl"), limit=50,
-                     max_length=100000, progress=False)
+    d = prepare_data(
+        tiny_tokenizer,
+        path=str(shared_data / "lima" / "lima_messages.jsonl"),
+        limit=50,
+        max_length=100000,
+        progress=False,
+    )
     assert len(d.train) == 50

@@ -23,7 +23,7 @@ def test_answers_are_correct_for_checkable_tasks():
         q = r["messages"][0]["content"]
         if r["task"] == "arithmetic":
             expr = q.split("Compute ")[1].split(".")[0]
-            assert str(eval(expr)) == r["answer"]  # noqa: S307 - our own generated digits
+            assert str(eval(expr)) == r["answer"]
         if r["task"] == "sorting":
             nums = [int(x) for x in q.split("\n")[1].split(", ")]
             assert r["answer"] == ", ".join(map(str, sorted(nums)))

@@ -18,7 +18,7 @@ def _data(n: int = 257, seed: int = 0, max_len: int = 300) -> tuple[np.ndarray, 
     pieces = np.stack([np.arange(n), ends - lens, ends], axis=1)
     mask = np.zeros(int(ends[-1]), dtype=bool)
     for a, b in zip(ends - lens, ends):
-        mask[a + max(1, int(0.6 * (b - a))):b] = True  # the answer: the tail of the piece
+        mask[a + max(1, int(0.6 * (b - a))) : b] = True  # the answer: the tail of the piece
     return pieces, mask
 
 
@@ -30,15 +30,28 @@ def _rank_tokens(step) -> list[int]:
     return [sum(b - a for mb in rank for row in mb for a, b, _ in row) for rank in step]
 
 
-GRID = [(kind, world, accum) for kind in ("padding", "padding_free", "packing")
-        for world in (1, 2, 3) for accum in (1, 3)]
+GRID = [
+    (kind, world, accum)
+    for kind in ("padding", "padding_free", "packing")
+    for world in (1, 2, 3)
+    for accum in (1, 3)
+]
 
 
 @pytest.mark.parametrize("kind,world,accum", GRID)
 def test_every_piece_exactly_once_per_epoch(kind, world, accum):
     pieces, mask = _data()
-    plan = plan_epoch(pieces, mask, kind=kind, micro_batch_size=4, grad_accum=accum, world_size=world,
-                      seed=3, epoch=0, capacity=512)
+    plan = plan_epoch(
+        pieces,
+        mask,
+        kind=kind,
+        micro_batch_size=4,
+        grad_accum=accum,
+        world_size=world,
+        seed=3,
+        epoch=0,
+        capacity=512,
+    )
     segs = _segments(plan)
     counts = Counter(p for _, _, p in segs)
     assert max(counts.values()) == 1  # never twice
@@ -55,8 +68,17 @@ def test_every_piece_exactly_once_per_epoch(kind, world, accum):
 def test_ranks_get_equal_micro_batch_counts_and_balanced_tokens(kind, world, accum):
     pieces, mask = _data()
     mbs = 4
-    plan = plan_epoch(pieces, mask, kind=kind, micro_batch_size=mbs, grad_accum=accum, world_size=world,
-                      seed=3, epoch=0, capacity=512)
+    plan = plan_epoch(
+        pieces,
+        mask,
+        kind=kind,
+        micro_batch_size=mbs,
+        grad_accum=accum,
+        world_size=world,
+        seed=3,
+        epoch=0,
+        capacity=512,
+    )
     assert len(plan) >= 2
     for i, step in enumerate(plan.steps):
         assert len(step) == world
@@ -66,7 +88,9 @@ def test_ranks_get_equal_micro_batch_counts_and_balanced_tokens(kind, world, acc
         if i < len(plan) - 1:  # full steps: grad_accum micro-batches of micro_batch_size rows
             assert counts == {accum} and all(len(mb) == mbs for rank in step for mb in rank)
             # largest-first snake dealing: ranks differ by at most one micro-batch's tokens
-            biggest = max(sum(b - a for row in mb for a, b, _ in row) for rank in step for mb in rank)
+            biggest = max(
+                sum(b - a for row in mb for a, b, _ in row) for rank in step for mb in rank
+            )
             tokens = _rank_tokens(step)
             assert max(tokens) - min(tokens) <= biggest
     if world > 1:  # and over the epoch, ranks see nearly the same number of tokens
@@ -76,8 +100,17 @@ def test_ranks_get_equal_micro_batch_counts_and_balanced_tokens(kind, world, acc
 
 def test_packing_rows_respect_capacity_and_report_efficiency():
     pieces, mask = _data()
-    plan = plan_epoch(pieces, mask, kind="packing", micro_batch_size=2, grad_accum=1, world_size=1,
-                      seed=0, epoch=0, capacity=512)
+    plan = plan_epoch(
+        pieces,
+        mask,
+        kind="packing",
+        micro_batch_size=2,
+        grad_accum=1,
+        world_size=1,
+        seed=0,
+        epoch=0,
+        capacity=512,
+    )
     rows = [row for step in plan.steps for rank in step for mb in rank for row in mb]
     assert all(sum(b - a for a, b, _ in row) <= 512 for row in rows)
     assert max(len(r) for r in rows) >= 3  # real packing happened
@@ -93,14 +126,22 @@ def test_random_concat_covers_every_token_once_except_counted_fragments(mask_kin
     if mask_kind == "all":
         mask[:] = True  # only 1-token fragments (no target after the first token) are dropped
     capacity = 97
-    rows, dropped = build_rows(pieces, mask, kind="packing", capacity=capacity, strategy="random_concat",
-                               seed=5, epoch=0, replan_each_epoch=False)
+    rows, dropped = build_rows(
+        pieces,
+        mask,
+        kind="packing",
+        capacity=capacity,
+        strategy="random_concat",
+        seed=5,
+        epoch=0,
+        replan_each_epoch=False,
+    )
     covered = np.zeros(len(mask), dtype=np.int64)
     for row in rows:
         assert sum(b - a for a, b, _ in row) <= capacity
         for a, b, p in row:
             assert pieces[p, 1] <= a < b <= pieces[p, 2]  # a fragment of its own piece
-            assert mask[a + 1:b].any()  # every kept fragment trains something
+            assert mask[a + 1 : b].any()  # every kept fragment trains something
             covered[a:b] += 1
     assert covered.max() == 1  # no token twice
     holes = np.flatnonzero(covered == 0)
@@ -112,18 +153,41 @@ def test_random_concat_covers_every_token_once_except_counted_fragments(mask_kin
         assert runs <= dropped <= len(holes)  # every hole is made of dropped, counted fragments
         # a hole holds no target except possibly at the first token of a fragment
         assert mask[holes].sum() < dropped
-    plan = plan_epoch(pieces, mask, kind="packing", strategy="random_concat", micro_batch_size=3,
-                      grad_accum=1, world_size=1, seed=5, epoch=0, capacity=capacity)
+    plan = plan_epoch(
+        pieces,
+        mask,
+        kind="packing",
+        strategy="random_concat",
+        micro_batch_size=3,
+        grad_accum=1,
+        world_size=1,
+        seed=5,
+        epoch=0,
+        capacity=capacity,
+    )
     assert plan.dropped_fragments == dropped and plan.dropped_tail == 0
     assert plan.tokens == int((covered == 1).sum())
 
 
-@pytest.mark.parametrize("kind,strategy", [("padding", "bfd"), ("packing", "bfd"), ("packing", "random_concat"),
-                                           ("packing", "first_fit_shuffle")])
+@pytest.mark.parametrize(
+    "kind,strategy",
+    [
+        ("padding", "bfd"),
+        ("packing", "bfd"),
+        ("packing", "random_concat"),
+        ("packing", "first_fit_shuffle"),
+    ],
+)
 def test_plan_is_deterministic(kind, strategy):
     pieces, mask = _data()
-    args = {"kind": kind, "micro_batch_size": 3, "grad_accum": 2, "world_size": 2, "capacity": 512,
-            "strategy": strategy}
+    args = {
+        "kind": kind,
+        "micro_batch_size": 3,
+        "grad_accum": 2,
+        "world_size": 2,
+        "capacity": 512,
+        "strategy": strategy,
+    }
     a = plan_epoch(pieces, mask, seed=1, epoch=0, **args)
     b = plan_epoch(pieces, mask, seed=1, epoch=0, **args)
     assert a.steps == b.steps and a.dropped_tail == b.dropped_tail
@@ -136,8 +200,16 @@ def test_packs_are_kept_across_epochs_unless_replanned():
     pieces, mask = _data()
 
     def packs(epoch: int, replan: bool) -> set[tuple]:
-        rows, _ = build_rows(pieces, mask, kind="packing", capacity=512, strategy="first_fit_shuffle",
-                             seed=0, epoch=epoch, replan_each_epoch=replan)
+        rows, _ = build_rows(
+            pieces,
+            mask,
+            kind="packing",
+            capacity=512,
+            strategy="first_fit_shuffle",
+            seed=0,
+            epoch=epoch,
+            replan_each_epoch=replan,
+        )
         return {tuple(sorted(p for _, _, p in row)) for row in rows}
 
     assert packs(0, False) == packs(1, False)  # same packs, in a new order
@@ -149,10 +221,20 @@ def test_group_by_length_cuts_padding():
     lengths = pieces[:, 2] - pieces[:, 1]
 
     def padded(group: bool) -> int:
-        rows, _ = build_rows(pieces, mask, kind="padding", capacity=0, strategy="bfd", seed=0, epoch=0,
-                             replan_each_epoch=False, group_by_length=group, micro_batch_size=8)
+        rows, _ = build_rows(
+            pieces,
+            mask,
+            kind="padding",
+            capacity=0,
+            strategy="bfd",
+            seed=0,
+            epoch=0,
+            replan_each_epoch=False,
+            group_by_length=group,
+            micro_batch_size=8,
+        )
         order = [row[0][2] for row in rows]
         assert sorted(order) == list(range(len(pieces)))
-        return sum(8 * int(lengths[order[i:i + 8]].max()) for i in range(0, len(order), 8))
+        return sum(8 * int(lengths[order[i : i + 8]].max()) for i in range(0, len(order), 8))
 
     assert padded(True) < 0.8 * padded(False)

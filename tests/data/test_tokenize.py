@@ -38,7 +38,7 @@ def test_last_assistant_only(tiny_tokenizer):
 
 
 def test_train_on_all(tiny_tokenizer):
-    ids, mask = tokenize_conversation(tiny_tokenizer, CONV, "all")
+    _, mask = tokenize_conversation(tiny_tokenizer, CONV, "all")
     assert mask.all()
 
 
@@ -59,5 +59,7 @@ def test_real_smollm2_template_if_cached():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(d)
-    ids, mask = tokenize_conversation(tok, CONV[1:])  # no system turn: the template adds its default one
+    ids, mask = tokenize_conversation(
+        tok, CONV[1:]
+    )  # no system turn: the template adds its default one
     assert tok.decode(ids[mask]) == "4<|im_end|>six, i.e. 6<|im_end|>"

@@ -39,9 +39,17 @@ def reference_runs(tmp_path_factory, tiny_model_dir):
     def get(collator: str) -> Path:
         if collator not in cache:
             out = tmp_path_factory.mktemp(f"ref_{collator}") / "run"
-            proc = run(accelerate_cmd("single", 1) + [
-                *COMMON, f"model.name_or_path={tiny_model_dir}", f"collator={collator}",
-                "train.micro_batch_size=2", "train.grad_accum=2", f"run_dir={out}"])
+            proc = run(
+                accelerate_cmd("single", 1)
+                + [
+                    *COMMON,
+                    f"model.name_or_path={tiny_model_dir}",
+                    f"collator={collator}",
+                    "train.micro_batch_size=2",
+                    "train.grad_accum=2",
+                    f"run_dir={out}",
+                ]
+            )
             check_ok(proc, f"1-process {collator} reference")
             cache[collator] = out
         return cache[collator]
@@ -54,7 +62,9 @@ def zero3_packing_run(tmp_path_factory, tiny_model_dir) -> Path:
     """ZeRO-3 packing run on 2 processes through zero3_probe.py (the trainer, then the live weights)."""
     out = tmp_path_factory.mktemp("zero3_packing") / "run"
     probe = str(Path(__file__).with_name("zero3_probe.py"))
-    proc = run(accelerate_cmd("zero3", 2, script=probe)
-               + two_process_overrides(tiny_model_dir, "zero3", "packing", out))
+    proc = run(
+        accelerate_cmd("zero3", 2, script=probe)
+        + two_process_overrides(tiny_model_dir, "zero3", "packing", out)
+    )
     check_ok(proc, "ZeRO-3 packing run")
     return out

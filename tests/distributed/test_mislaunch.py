@@ -15,8 +15,14 @@ import pytest
 from tests.distributed.launching import TRAIN, accelerate_cmd, clean_env, run
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
-QUICK = ["model=tiny", "data=demo", "data.demo_size=50", "train.max_steps=1", "train.progress=false",
-         "train.tensorboard=false"]
+QUICK = [
+    "model=tiny",
+    "data=demo",
+    "data.demo_size=50",
+    "train.max_steps=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+]
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -47,7 +53,11 @@ def _refused_by_the_workers(cmd: list[str], env: dict[str, str], tmp_path) -> st
 
 def test_two_process_ddp_config_launched_as_one_process(tmp_path):
     line = _refused_directly(["distributed=ddp", "distributed.expect_processes=2"], tmp_path)
-    assert "distributed=ddp" in line and "NO with 1 process(es)" in line and "launch/accelerate/ddp.yaml" in line
+    assert (
+        "distributed=ddp" in line
+        and "NO with 1 process(es)" in line
+        and "launch/accelerate/ddp.yaml" in line
+    )
 
 
 def test_zero3_launched_without_deepspeed(tmp_path):
@@ -58,12 +68,16 @@ def test_zero3_launched_without_deepspeed(tmp_path):
 def test_zero3_yaml_with_accelerate_use_cpu(tmp_path):
     # ACCELERATE_USE_CPU=true makes Accelerate drop DeepSpeed: 2 plain gloo ranks, no sharding
     cmd = accelerate_cmd("zero3", 2)
-    line = _refused_by_the_workers(cmd + ["distributed=zero3"], clean_env(ACCELERATE_USE_CPU="true"), tmp_path)
+    line = _refused_by_the_workers(
+        cmd + ["distributed=zero3"], clean_env(ACCELERATE_USE_CPU="true"), tmp_path
+    )
     assert "MULTI_CPU with 2 process(es)" in line and "ACCELERATE_USE_CPU" in line
 
 
 def test_fsdp2_on_cpu(tmp_path):
     # Accelerate keeps its FSDP plugin only for GPU-like devices; on CPU the ranks would run unsharded
     cmd = accelerate_cmd("fsdp2", 2)
-    line = _refused_by_the_workers(cmd + ["distributed=fsdp2"], clean_env(ACCELERATE_USE_CPU="true"), tmp_path)
+    line = _refused_by_the_workers(
+        cmd + ["distributed=fsdp2"], clean_env(ACCELERATE_USE_CPU="true"), tmp_path
+    )
     assert "fsdp2 needs CUDA GPUs" in line

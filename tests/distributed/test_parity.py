@@ -39,12 +39,17 @@ def _assert_same_losses(run_dir: Path, reference: Path) -> None:
     assert max(abs(a - b) for a, b in zip(got_eval, want_eval)) < 1e-5, (got_eval, want_eval)
 
 
-@pytest.mark.parametrize("distributed, collator", [
-    ("ddp", "padding"), ("ddp", "packing"), ("zero3", "padding"), ("zero3_offload", "padding")])
+@pytest.mark.parametrize(
+    "distributed, collator",
+    [("ddp", "padding"), ("ddp", "packing"), ("zero3", "padding"), ("zero3_offload", "padding")],
+)
 def test_two_processes_match_one(distributed, collator, tmp_path, tiny_model_dir, reference_runs):
     env = clean_env(ACCELERATE_USE_CPU="true") if distributed == "ddp" else clean_env()
-    proc = run(accelerate_cmd(distributed, 2) + two_process_overrides(tiny_model_dir, distributed, collator, tmp_path),
-               env=env)
+    proc = run(
+        accelerate_cmd(distributed, 2)
+        + two_process_overrides(tiny_model_dir, distributed, collator, tmp_path),
+        env=env,
+    )
     check_ok(proc, f"{distributed} {collator}")
     _assert_same_losses(tmp_path, reference_runs(collator))
     summary = json.loads((tmp_path / "summary.json").read_text())

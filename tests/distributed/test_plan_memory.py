@@ -38,7 +38,12 @@ def test_built_in_shapes_resolve_offline():
     assert resolve_shape("meta-llama/Meta-Llama-3-70B-Instruct") == LLAMA3_70B
     assert resolve_shape("smollm2") == SMOLLM2_135M
     tiny = resolve_shape("tiny", tiny_hidden_size=64, tiny_layers=2)
-    assert (tiny.hidden_size, tiny.intermediate_size, tiny.num_layers, tiny.head_dim) == (64, 128, 2, 16)
+    assert (tiny.hidden_size, tiny.intermediate_size, tiny.num_layers, tiny.head_dim) == (
+        64,
+        128,
+        2,
+        16,
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "qwen3"])
@@ -58,7 +63,9 @@ def test_unknown_hub_model_is_one_line():
 
 
 def test_8b_zero3_on_32_gpus_is_16_bytes_per_param_split_32_ways():
-    s = state_memory(LLAMA3_8B, MemorySetup(gpus=32, zero_stage=3, engine="deepspeed", dtype="bf16"))
+    s = state_memory(
+        LLAMA3_8B, MemorySetup(gpus=32, zero_stage=3, engine="deepspeed", dtype="bf16")
+    )
     assert (s.weights, s.grads, s.optimizer) == (P8 * 2 / 32, P8 * 2 / 32, P8 * 12 / 32)
     assert s.weights + s.grads + s.optimizer == pytest.approx(16 * P8 / 32)  # ~3.74 GiB
     assert s.cpu == 0
@@ -66,10 +73,14 @@ def test_8b_zero3_on_32_gpus_is_16_bytes_per_param_split_32_ways():
     assert s.gathered == 525_336_576 * 2 * 2
 
 
-@pytest.mark.parametrize("stage, expected", [
-    (0, (2, 2, 12)), (1, (2, 2, 12 / 8)), (2, (2, 2 / 8, 12 / 8)), (3, (2 / 8, 2 / 8, 12 / 8))])
+@pytest.mark.parametrize(
+    "stage, expected",
+    [(0, (2, 2, 12)), (1, (2, 2, 12 / 8)), (2, (2, 2 / 8, 12 / 8)), (3, (2 / 8, 2 / 8, 12 / 8))],
+)
 def test_each_zero_stage_splits_one_more_state(stage, expected):
-    s = state_memory(LLAMA3_8B, MemorySetup(gpus=8, zero_stage=stage, engine="deepspeed", dtype="bf16"))
+    s = state_memory(
+        LLAMA3_8B, MemorySetup(gpus=8, zero_stage=stage, engine="deepspeed", dtype="bf16")
+    )
     assert (s.weights, s.grads, s.optimizer) == pytest.approx(tuple(P8 * b for b in expected))
     assert (s.gathered > 0) == (stage == 3)
 
@@ -135,8 +146,15 @@ def test_steps_per_epoch_by_hand():
     assert (pad.rows, pad.steps, pad.real_tokens, pad.computed_tokens) == (8, 2, 32, 32)
     packed = epoch_estimate(pieces, mask, kind="packing", strategy="bfd", **kw)
     assert (packed.rows, packed.steps, packed.computed_tokens) == (4, 1, 32)
-    two = epoch_estimate(*_pieces([5, 3]), kind="padding", strategy="bfd", micro_batch_size=2, grad_accum=1,
-                         gpus=1, capacity=8)
+    two = epoch_estimate(
+        *_pieces([5, 3]),
+        kind="padding",
+        strategy="bfd",
+        micro_batch_size=2,
+        grad_accum=1,
+        gpus=1,
+        capacity=8,
+    )
     assert (two.steps, two.computed_tokens, two.efficiency) == (1, 10, 0.8)
     assert two.attention_sq == 25 + 9
 
@@ -147,17 +165,38 @@ def test_steps_match_the_trainers_plan():
     rng = np.random.default_rng(0)
     pieces, mask = _pieces(list(rng.integers(10, 200, size=301)))
     for kind, strategy in (("padding", "bfd"), ("packing", "ffd"), ("packing", "random_concat")):
-        est = epoch_estimate(pieces, mask, kind=kind, strategy=strategy, micro_batch_size=3, grad_accum=2, gpus=4,
-                             capacity=256)
-        plan = plan_epoch(pieces, mask, kind=kind, micro_batch_size=3, grad_accum=2, world_size=4, seed=0, epoch=0,
-                          capacity=256, strategy=strategy)
+        est = epoch_estimate(
+            pieces,
+            mask,
+            kind=kind,
+            strategy=strategy,
+            micro_batch_size=3,
+            grad_accum=2,
+            gpus=4,
+            capacity=256,
+        )
+        plan = plan_epoch(
+            pieces,
+            mask,
+            kind=kind,
+            micro_batch_size=3,
+            grad_accum=2,
+            world_size=4,
+            seed=0,
+            epoch=0,
+            capacity=256,
+            strategy=strategy,
+        )
         assert est.steps == len(plan) and est.real_tokens == plan.tokens
 
 
 def test_train_flops_by_hand():
     tiny = resolve_shape("tiny", 64, 2)
     body = tiny.num_params() - 2 * 259 * 64
-    assert train_flops(tiny, 1000, 300, 5000.0) == 6 * body * 1000 + 6 * 259 * 64 * 300 + 6 * 2 * 64 * 5000
+    assert (
+        train_flops(tiny, 1000, 300, 5000.0)
+        == 6 * body * 1000 + 6 * 259 * 64 * 300 + 6 * 2 * 64 * 5000
+    )
 
 
 def test_cli_memory_only_for_the_8b_preset(capsys):
@@ -166,8 +205,11 @@ def test_cli_memory_only_for_the_8b_preset(capsys):
     assert "meta-llama/Meta-Llama-3-8B: 8.030 B params" in out
     assert "32 GPU(s), engine deepspeed, ZeRO stage 3" in out and "global batch 128" in out
     weights_gib = f"{P8 * 2 / 32 / 2**30:.1f}"
-    assert any(line.split("│")[1].strip() == "weights" and weights_gib in line for line in out.splitlines()
-               if line.count("│") > 2)
+    assert any(
+        line.split("│")[1].strip() == "weights" and weights_gib in line
+        for line in out.splitlines()
+        if line.count("│") > 2
+    )
     assert "skipped (--no-data)" in out
 
 
@@ -176,26 +218,64 @@ def test_cli_counts_steps_from_real_token_lengths(capsys):
     from sft.data.plan import plan_epoch
     from sft.models.tiny import build_tiny_tokenizer
 
-    args = ["model=tiny", "data=demo", "data.demo_size=60", "data.max_length=512", "data.max_bad_fraction=0.5",
-            "collator=packing", "train.micro_batch_size=2"]
+    args = [
+        "model=tiny",
+        "data=demo",
+        "data.demo_size=60",
+        "data.max_length=512",
+        "data.max_bad_fraction=0.5",
+        "collator=packing",
+        "train.micro_batch_size=2",
+    ]
     assert main(args + ["--gpus", "2"]) == 0
     out = capsys.readouterr().out
-    data = prepare_data(build_tiny_tokenizer(), path="", demo_size=60, max_length=512, max_bad_fraction=0.5,
-                        val_fraction=0.05, progress=False)
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines()
-            if line.startswith("│") and "packing" in line or line.startswith("│ padding")}
-    for label, kind, strategy in (("padding", "padding", "bfd"), ("*packing bfd", "packing", "bfd"),
-                                  ("packing next_fit", "packing", "next_fit")):
-        plan = plan_epoch(data.train, data.tokens.mask, kind=kind, micro_batch_size=2, grad_accum=1, world_size=2,
-                          seed=0, epoch=0, capacity=512, strategy=strategy)
+    data = prepare_data(
+        build_tiny_tokenizer(),
+        path="",
+        demo_size=60,
+        max_length=512,
+        max_bad_fraction=0.5,
+        val_fraction=0.05,
+        progress=False,
+    )
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in out.splitlines()
+        if line.startswith("│") and "packing" in line or line.startswith("│ padding")
+    }
+    for label, kind, strategy in (
+        ("padding", "padding", "bfd"),
+        ("*packing bfd", "packing", "bfd"),
+        ("packing next_fit", "packing", "next_fit"),
+    ):
+        plan = plan_epoch(
+            data.train,
+            data.tokens.mask,
+            kind=kind,
+            micro_batch_size=2,
+            grad_accum=1,
+            world_size=2,
+            seed=0,
+            epoch=0,
+            capacity=512,
+            strategy=strategy,
+        )
         assert rows[label][1] == f"{len(plan):,}", (label, rows)
 
 
 def test_cli_lengths_from_a_run_dir(tmp_path, capsys):
     from sft.cli_config import compose
 
-    cfg = compose(["model=tiny", "data=demo", "data.demo_size=40", "data.max_length=512", "data.max_bad_fraction=0.5",
-                   f"run_dir={tmp_path}"])
+    cfg = compose(
+        [
+            "model=tiny",
+            "data=demo",
+            "data.demo_size=40",
+            "data.max_length=512",
+            "data.max_bad_fraction=0.5",
+            f"run_dir={tmp_path}",
+        ]
+    )
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     assert main(["experiment=paper_llama3_8b", "--lengths-from", str(tmp_path), "--gpus", "2"]) == 0
     out = capsys.readouterr().out
@@ -208,4 +288,6 @@ def test_cli_bad_input_is_one_line(capsys):
         main(["model=hf", "model.name_or_path=nobody/no-such-model-xyz", "--no-data"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no shape for model.name_or_path=nobody/no-such-model-xyz")
+    assert len(err) == 1 and err[0].startswith(
+        "error: no shape for model.name_or_path=nobody/no-such-model-xyz"
+    )

@@ -28,8 +28,10 @@ def test_the_paper_presets_exist():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("collator", ["collator=padding", *[f"collator=packing collator.strategy={s}"
-                                                            for s in PACK_STRATEGIES]])
+@pytest.mark.parametrize(
+    "collator",
+    ["collator=padding", *[f"collator=packing collator.strategy={s}" for s in PACK_STRATEGIES]],
+)
 def test_every_preset_composes_with_every_collator(preset, collator):
     cfg = _job(f"experiment={preset}", *collator.split())
     assert cfg.collator.name == collator.split()[0].split("=")[1]
@@ -46,7 +48,11 @@ def test_paper_recipe(preset):
     assert cfg.model.name_or_path == hub_id and cfg.model.dtype == "bf16"
     assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.warmup_ratio) == (1e-5, "cosine", 0.2)
     assert cfg.data.max_length == 4096 and cfg.collator.pack_length in (0, 4096)
-    assert (cfg.train.epochs, cfg.train.micro_batch_size, cfg.train.max_steps) == (epochs, batch, -1)
+    assert (cfg.train.epochs, cfg.train.micro_batch_size, cfg.train.max_steps) == (
+        epochs,
+        batch,
+        -1,
+    )
     assert cfg.distributed.name == distributed and cfg.distributed.zero_stage == 3
     assert cfg.distributed.expect_processes == 32
     assert cfg.train.micro_batch_size * cfg.train.grad_accum * 32 == global_batch

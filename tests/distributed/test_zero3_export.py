@@ -25,4 +25,6 @@ def test_final_export_loads_and_equals_live_weights(zero3_packing_run, tiny_mode
         assert tensor.numel() > 0, f"{name}: the live copy is an empty ZeRO-3 placeholder"
         assert torch.equal(exported[name].detach(), tensor), name
     start = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
-    assert any(not torch.equal(start[n].detach(), live[n]) for n in live)  # training changed the weights
+    assert any(
+        not torch.equal(start[n].detach(), live[n]) for n in live
+    )  # training changed the weights

@@ -27,8 +27,10 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "scontrol", "scancel", "squeue", "sinfo")
 NODES = ("n1", "n2")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-APT_COMMAND = ("apt-get update && apt-get install -y --no-install-recommends "
-               "slurmctld slurmd slurm-client munge")
+APT_COMMAND = (
+    "apt-get update && apt-get install -y --no-install-recommends "
+    "slurmctld slurmd slurm-client munge"
+)
 
 
 def _find(binary: str) -> str | None:
@@ -69,10 +71,19 @@ class LocalSlurm:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
-        self._spawn([_find("munged"), "-F", "-f", f"--key-file={key}", f"--socket={self.socket}",
-                     f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                     f"--log-file={self.root / 'log' / 'munged.log'}",
-                     f"--seed-file={self.root / 'munge' / 'munged.seed'}"], "munged")
+        self._spawn(
+            [
+                _find("munged"),
+                "-F",
+                "-f",
+                f"--key-file={key}",
+                f"--socket={self.socket}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            ],
+            "munged",
+        )
         self._wait_for(lambda: self.socket.exists(), timeout, "munged socket")
         ctl_port, *node_ports = _free_ports(1 + len(NODES))
         self.conf.write_text(self._slurm_conf(ctl_port, node_ports))
@@ -85,8 +96,12 @@ class LocalSlurm:
         try:
             self.run(["scancel", "--full", "--signal=KILL", "--user=root"], check=False, timeout=15)
             self.run(["scancel", "--user=root"], check=False, timeout=15)
-            self._wait_for(lambda: not self.run(["squeue", "-h"], check=False).stdout.strip(),
-                           20, "empty queue", fail=False)
+            self._wait_for(
+                lambda: not self.run(["squeue", "-h"], check=False).stdout.strip(),
+                20,
+                "empty queue",
+                fail=False,
+            )
         except (subprocess.SubprocessError, OSError):
             pass
         for proc in reversed(self.procs):
@@ -105,8 +120,11 @@ class LocalSlurm:
     def _spawn(self, argv: list, name: str) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "w")  # noqa: SIM115 - open while it runs
         self.logs.append(log)
-        self.procs.append(subprocess.Popen([str(a) for a in argv], stdout=log, stderr=log,
-                                           env=self.env, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [str(a) for a in argv], stdout=log, stderr=log, env=self.env, start_new_session=True
+            )
+        )
         time.sleep(0.2)
         if self.procs[-1].poll() is not None:
             raise RuntimeError(f"{name} exited at start: {self.log_tail(name + '.stdout')}")
@@ -164,20 +182,32 @@ class LocalSlurm:
             f"SlurmdLogFile={r / 'log'}/slurmd-%n.log",
         ]
         for name, port in zip(NODES, node_ports):
-            lines.append(f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
-                         "CPUs=1 RealMemory=1000 State=UNKNOWN")
-        lines.append(f"PartitionName=debug Nodes={','.join(NODES)} Default=YES "
-                     "MaxTime=INFINITE State=UP")
+            lines.append(
+                f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
+                "CPUs=1 RealMemory=1000 State=UNKNOWN"
+            )
+        lines.append(
+            f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP"
+        )
         return "\n".join(lines) + "\n"
 
     # ----- client helpers --------------------------------------------------------------------
-    def run(self, argv: list[str], check: bool = True, timeout: float = 30,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env={**self.env, **(env or {})}, check=check, cwd=PROJECT_ROOT)
+    def run(
+        self, argv: list[str], check: bool = True, timeout: float = 30, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+            check=check,
+            cwd=PROJECT_ROOT,
+        )
 
-    def sbatch(self, args: list[str], env: dict | None = None, timeout: float = 30,
-               wait: bool = False) -> subprocess.CompletedProcess:
+    def sbatch(
+        self, args: list[str], env: dict | None = None, timeout: float = 30, wait: bool = False
+    ) -> subprocess.CompletedProcess:
         """Submit with `sbatch --parsable` (and `--wait` if asked); returns the finished command."""
         argv = ["sbatch", "--parsable", *(["--wait"] if wait else []), *args]
         return self.run(argv, check=False, timeout=timeout, env=env)
@@ -192,17 +222,22 @@ class LocalSlurm:
                 fields[key] = value
         return fields
 
-    def wait_state(self, job_id: str, states: tuple[str, ...], timeout: float,
-                   reason: str | None = None) -> dict[str, str]:
+    def wait_state(
+        self, job_id: str, states: tuple[str, ...], timeout: float, reason: str | None = None
+    ) -> dict[str, str]:
         found: dict[str, str] = {}
 
         def reached() -> bool:
             found.update(self.job(job_id))
-            return found.get("JobState") in states and (reason is None
-                                                        or found.get("Reason") == reason)
+            return found.get("JobState") in states and (
+                reason is None or found.get("Reason") == reason
+            )
 
-        self._wait_for(reached, timeout, f"job {job_id} in {states} (last: {found.get('JobState')} "
-                                         f"{found.get('Reason')})")
+        self._wait_for(
+            reached,
+            timeout,
+            f"job {job_id} in {states} (last: {found.get('JobState')} {found.get('Reason')})",
+        )
         return found
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
@@ -234,8 +269,9 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
     try:
         cluster.start()
     except Exception as e:  # noqa: BLE001 - a broken start must not leave daemons behind
-        logs = "\n".join(cluster.log_tail(n, 800) for n in
-                         ("slurmctld.log", "slurmd-n1.log", "munged.log"))
+        logs = "\n".join(
+            cluster.log_tail(n, 800) for n in ("slurmctld.log", "slurmd-n1.log", "munged.log")
+        )
         cluster.stop()
         pytest.fail(f"could not start the local Slurm cluster: {e}\n{logs}")
     yield cluster

@@ -17,16 +17,27 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def main(out: str) -> None:
-    acc = Accelerator(gradient_accumulation_steps=2,
-                      kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    acc = Accelerator(
+        gradient_accumulation_steps=2, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")]
+    )
     plugin = acc.state.deepspeed_plugin
     if plugin is None:
-        raise SystemExit("no DeepSpeed plugin: was ACCELERATE_USE_CPU set, or a non-DeepSpeed config?")
+        raise SystemExit(
+            "no DeepSpeed plugin: was ACCELERATE_USE_CPU set, or a non-DeepSpeed config?"
+        )
     plugin.deepspeed_config["gradient_clipping"] = 0.5
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, use_cache=False))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            use_cache=False,
+        )
+    )
     data = torch.randint(0, 64, (12, 8), generator=torch.Generator().manual_seed(0))
     loader = torch.utils.data.DataLoader(data, batch_size=3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -21,14 +21,30 @@ from accelerate.utils import patch_environment
 ROOT = Path(__file__).resolve().parents[2]
 ACC = ROOT / "launch" / "accelerate"
 DS = ROOT / "launch" / "deepspeed"
-EXPECTED_TYPE = {"single": "NO", "ddp": "MULTI_GPU", "zero3": "DEEPSPEED",
-                 "multinode_zero3": "DEEPSPEED", "zero3_offload": "DEEPSPEED", "fsdp2": "FSDP"}
+EXPECTED_TYPE = {
+    "single": "NO",
+    "ddp": "MULTI_GPU",
+    "zero3": "DEEPSPEED",
+    "multinode_zero3": "DEEPSPEED",
+    "zero3_offload": "DEEPSPEED",
+    "fsdp2": "FSDP",
+}
 # Keys the training config owns: a DeepSpeed JSON must leave them to it.
-TRAINING_OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                  "gradient_clipping")
+TRAINING_OWNED = (
+    "train_batch_size",
+    "train_micro_batch_size_per_gpu",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+)
 # accelerate refuses these next to a deepspeed_config_file (it would silently ignore them).
-IGNORED_WITH_DS_FILE = ("gradient_accumulation_steps", "gradient_clipping", "zero_stage",
-                        "offload_optimizer_device", "offload_param_device", "zero3_save_16bit_model")
+IGNORED_WITH_DS_FILE = (
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+    "zero_stage",
+    "offload_optimizer_device",
+    "offload_param_device",
+    "zero3_save_16bit_model",
+)
 
 
 def test_the_expected_files_ship() -> None:
@@ -51,18 +67,39 @@ def test_yaml_loads_with_accelerate(name: str) -> None:
 
 
 def _launcher_args(name: str, machines: int, procs: int):
-    parsed = launch_command_parser().parse_args([
-        "--config_file", str(ACC / f"{name}.yaml"), "--num_machines", str(machines),
-        "--machine_rank", "0", "--main_process_ip", "127.0.0.1", "--main_process_port", "20001",
-        "--num_processes", str(procs), "sft/train.py", "model=tiny"])
+    parsed = launch_command_parser().parse_args(
+        [
+            "--config_file",
+            str(ACC / f"{name}.yaml"),
+            "--num_machines",
+            str(machines),
+            "--machine_rank",
+            "0",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            "20001",
+            "--num_processes",
+            str(procs),
+            "sft/train.py",
+            "model=tiny",
+        ]
+    )
     args, defaults, mp_from_config = _validate_launch_command(parsed)
     return args, defaults, mp_from_config
 
 
-@pytest.mark.parametrize("name, machines, procs", [
-    ("single", 1, 1), ("ddp", 2, 4), ("zero3", 1, 2), ("multinode_zero3", 4, 32),
-    ("zero3_offload", 2, 4), ("fsdp2", 1, 8),
-])
+@pytest.mark.parametrize(
+    "name, machines, procs",
+    [
+        ("single", 1, 1),
+        ("ddp", 2, 4),
+        ("zero3", 1, 2),
+        ("multinode_zero3", 4, 32),
+        ("zero3_offload", 2, 4),
+        ("fsdp2", 1, 8),
+    ],
+)
 def test_accelerate_launch_accepts_the_slurm_world(name: str, machines: int, procs: int) -> None:
     args, _, _ = _launcher_args(name, machines, procs)
     assert (args.num_machines, args.num_processes) == (machines, procs)
@@ -92,7 +129,9 @@ def test_fsdp2_plugin_builds_from_the_launcher_environment() -> None:
 
     args, _, _ = _launcher_args("fsdp2", 1, 2)
     env = prepare_multi_gpu_env(args)
-    with patch_environment(**{k: v for k, v in env.items() if k.startswith(("FSDP", "ACCELERATE"))}):
+    with patch_environment(
+        **{k: v for k, v in env.items() if k.startswith(("FSDP", "ACCELERATE"))}
+    ):
         plugin = FullyShardedDataParallelPlugin()
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
 
@@ -114,10 +153,26 @@ def test_deepspeed_json_trains_with_every_auto_filled(name: str, tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"launch/accelerate/{name}.yaml",
-         "--num_processes", "1", "--main_process_port", "0", str(Path(__file__).with_name("ds_probe.py")),
-         str(tmp_path / "result.json")],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=400)
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            f"launch/accelerate/{name}.yaml",
+            "--num_processes",
+            "1",
+            "--main_process_port",
+            "0",
+            str(Path(__file__).with_name("ds_probe.py")),
+            str(tmp_path / "result.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     conf = result["config"]

@@ -33,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def job_env(nodes: int, node_id: int, nodelist: str, job_id: str = "4242", **extra: str) -> dict:
-    env = {"SLURM_JOB_NUM_NODES": str(nodes), "SLURM_NODEID": str(node_id),
-           "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_ID": job_id}
+    env = {
+        "SLURM_JOB_NUM_NODES": str(nodes),
+        "SLURM_NODEID": str(node_id),
+        "SLURM_JOB_NODELIST": nodelist,
+        "SLURM_JOB_ID": job_id,
+    }
     env.update(extra)
     return env
 
@@ -44,14 +48,17 @@ def load(name: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- node lists
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("gpu07", ["gpu07"]),
-    ("node[01-04,07],gpu5", ["node01", "node02", "node03", "node04", "node07", "gpu5"]),
-    ("a[8-10]", ["a8", "a9", "a10"]),
-    ("a[008-010]", ["a008", "a009", "a010"]),
-    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
-    ("x-ib[3,5]-eth,y", ["x-ib3-eth", "x-ib5-eth", "y"]),
-])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("gpu07", ["gpu07"]),
+        ("node[01-04,07],gpu5", ["node01", "node02", "node03", "node04", "node07", "gpu5"]),
+        ("a[8-10]", ["a8", "a9", "a10"]),
+        ("a[008-010]", ["a008", "a009", "a010"]),
+        ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+        ("x-ib[3,5]-eth,y", ["x-ib3-eth", "x-ib5-eth", "y"]),
+    ],
+)
 def test_expand_nodelist(nodelist: str, hosts: list[str]) -> None:
     assert expand_nodelist(nodelist) == hosts
 
@@ -65,29 +72,57 @@ def test_expand_nodelist_rejects_malformed(bad: str) -> None:
 # ----------------------------------------------------------------------------- launch args
 def test_one_node_eight_gpus() -> None:
     args = slurm_launch_args(job_env(1, 0, "gpu07", job_id="12345", SLURM_GPUS_ON_NODE="8"))
-    assert args == LaunchArgs(num_machines=1, machine_rank=0, main_process_ip="gpu07",
-                              main_process_port=22345, procs_per_node=8)
+    assert args == LaunchArgs(
+        num_machines=1,
+        machine_rank=0,
+        main_process_ip="gpu07",
+        main_process_port=22345,
+        procs_per_node=8,
+    )
     assert args.num_processes == 8
 
 
 def test_four_nodes_agree_on_everything_but_their_rank() -> None:
-    seen = [slurm_launch_args(job_env(4, r, "node[01-04]", SLURM_GPUS_PER_NODE="a100:4"))
-            for r in range(4)]
+    seen = [
+        slurm_launch_args(job_env(4, r, "node[01-04]", SLURM_GPUS_PER_NODE="a100:4"))
+        for r in range(4)
+    ]
     assert [a.machine_rank for a in seen] == [0, 1, 2, 3]
-    assert {(a.num_machines, a.main_process_ip, a.main_process_port, a.procs_per_node)
-            for a in seen} == {(4, "node01", derived_port("4242"), 4)}
+    assert {
+        (a.num_machines, a.main_process_ip, a.main_process_port, a.procs_per_node) for a in seen
+    } == {(4, "node01", derived_port("4242"), 4)}
     assert seen[2].num_processes == 16
     assert seen[2].accelerate_args() == [
-        "--num_machines", "4", "--machine_rank", "2", "--main_process_ip", "node01",
-        "--main_process_port", str(derived_port("4242")), "--num_processes", "16"]
+        "--num_machines",
+        "4",
+        "--machine_rank",
+        "2",
+        "--main_process_ip",
+        "node01",
+        "--main_process_port",
+        str(derived_port("4242")),
+        "--num_processes",
+        "16",
+    ]
 
 
 def test_fallback_variables_and_overrides() -> None:
-    env = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "SLURM_NODELIST": "cn[5-6]",
-           "SLURM_JOB_ID": "7", "MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "31000"}
+    env = {
+        "SLURM_NNODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_NODELIST": "cn[5-6]",
+        "SLURM_JOB_ID": "7",
+        "MASTER_ADDR": "10.0.0.9",
+        "MASTER_PORT": "31000",
+    }
     args = slurm_launch_args(env, procs_per_node=2)
-    assert (args.num_machines, args.machine_rank, args.main_process_ip,
-            args.main_process_port, args.num_processes) == (2, 1, "10.0.0.9", 31000, 4)
+    assert (
+        args.num_machines,
+        args.machine_rank,
+        args.main_process_ip,
+        args.main_process_port,
+        args.num_processes,
+    ) == (2, 1, "10.0.0.9", 31000, 4)
 
 
 def test_explicit_procs_per_node_wins_over_slurm_gpus() -> None:
@@ -106,8 +141,9 @@ def test_hostname_resolver_is_used_for_the_main_address() -> None:
     assert calls == ["weird{list}"] and args.main_process_ip == "first-host"
 
 
-@pytest.mark.parametrize("missing", ["SLURM_JOB_NUM_NODES", "SLURM_NODEID", "SLURM_JOB_NODELIST",
-                                     "SLURM_JOB_ID"])
+@pytest.mark.parametrize(
+    "missing", ["SLURM_JOB_NUM_NODES", "SLURM_NODEID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID"]
+)
 def test_missing_variable_names_itself_in_one_line(missing: str) -> None:
     env = job_env(2, 0, "n[1-2]")
     del env[missing]
@@ -121,13 +157,16 @@ def test_no_gpu_count_asks_for_procs_per_node() -> None:
         slurm_launch_args(job_env(2, 0, "n[1-2]"))
 
 
-@pytest.mark.parametrize("env_update, match", [
-    ({"SLURM_NODEID": "2"}, "outside 0..1"),
-    ({"SLURM_NODEID": "x"}, "SLURM_NODEID"),
-    ({"SLURM_JOB_NUM_NODES": "0"}, "SLURM_JOB_NUM_NODES"),
-    ({"MASTER_PORT": "70000"}, "65535"),
-    ({"SLURM_GPUS_ON_NODE": "zero"}, "SLURM_GPUS_ON_NODE"),
-])
+@pytest.mark.parametrize(
+    "env_update, match",
+    [
+        ({"SLURM_NODEID": "2"}, "outside 0..1"),
+        ({"SLURM_NODEID": "x"}, "SLURM_NODEID"),
+        ({"SLURM_JOB_NUM_NODES": "0"}, "SLURM_JOB_NUM_NODES"),
+        ({"MASTER_PORT": "70000"}, "65535"),
+        ({"SLURM_GPUS_ON_NODE": "zero"}, "SLURM_GPUS_ON_NODE"),
+    ],
+)
 def test_inconsistent_values_are_refused(env_update: dict, match: str) -> None:
     env = {**job_env(2, 0, "n[1-2]"), **env_update}
     with pytest.raises(UserError, match=match):
@@ -162,29 +201,43 @@ def _world(nodes: int, ppn: int) -> LaunchArgs:
     return LaunchArgs(nodes, 0, "h", 20001, ppn)
 
 
-@pytest.mark.parametrize("name, nodes, ppn, use_cpu, gpus, match", [
-    ("single", 1, 2, False, 2, "runs one process"),
-    ("ddp", 1, 1, True, 0, "at least 2 processes"),
-    ("ddp", 2, 1, False, 0, "ACCELERATE_USE_CPU=true"),
-    ("zero3", 2, 8, False, 8, "multinode_zero3"),
-    ("zero3", 1, 2, True, 0, "drop DeepSpeed"),
-    ("fsdp2", 1, 2, True, 0, "FSDP"),
-])
-def test_config_that_cannot_run_the_world_is_refused(name, nodes, ppn, use_cpu, gpus, match) -> None:
+@pytest.mark.parametrize(
+    "name, nodes, ppn, use_cpu, gpus, match",
+    [
+        ("single", 1, 2, False, 2, "runs one process"),
+        ("ddp", 1, 1, True, 0, "at least 2 processes"),
+        ("ddp", 2, 1, False, 0, "ACCELERATE_USE_CPU=true"),
+        ("zero3", 2, 8, False, 8, "multinode_zero3"),
+        ("zero3", 1, 2, True, 0, "drop DeepSpeed"),
+        ("fsdp2", 1, 2, True, 0, "FSDP"),
+    ],
+)
+def test_config_that_cannot_run_the_world_is_refused(
+    name, nodes, ppn, use_cpu, gpus, match
+) -> None:
     with pytest.raises(UserError, match=match):
         check_config_fits(load(name), _world(nodes, ppn), use_cpu=use_cpu, gpus_here=gpus)
 
 
-@pytest.mark.parametrize("name, nodes, ppn, use_cpu, gpus", [
-    ("single", 1, 1, False, 0), ("ddp", 2, 1, True, 0), ("ddp", 4, 8, False, 8),
-    ("multinode_zero3", 4, 8, False, 8), ("zero3_offload", 2, 8, False, 8), ("fsdp2", 2, 8, False, 8),
-])
+@pytest.mark.parametrize(
+    "name, nodes, ppn, use_cpu, gpus",
+    [
+        ("single", 1, 1, False, 0),
+        ("ddp", 2, 1, True, 0),
+        ("ddp", 4, 8, False, 8),
+        ("multinode_zero3", 4, 8, False, 8),
+        ("zero3_offload", 2, 8, False, 8),
+        ("fsdp2", 2, 8, False, 8),
+    ],
+)
 def test_config_that_fits_is_accepted(name, nodes, ppn, use_cpu, gpus) -> None:
     check_config_fits(load(name), _world(nodes, ppn), use_cpu=use_cpu, gpus_here=gpus)
 
 
 def test_one_process_runs_the_script_directly_others_through_accelerate() -> None:
-    one = launch_command(_world(1, 1), ["a=1"], "py", "sft/train.py", Path("x.yaml"), load("single"))
+    one = launch_command(
+        _world(1, 1), ["a=1"], "py", "sft/train.py", Path("x.yaml"), load("single")
+    )
     assert one == ["py", "sft/train.py", "a=1"]
     many = launch_command(_world(2, 1), ["a=1"], "py", "sft/train.py", Path("d.yaml"), load("ddp"))
     assert many[:5] == ["py", "-m", "accelerate.commands.launch", "--config_file", "d.yaml"]
@@ -195,14 +248,18 @@ def test_one_process_runs_the_script_directly_others_through_accelerate() -> Non
 def test_run_dir_is_pinned_to_the_job_id() -> None:
     env = {"SLURM_JOB_ID": "991"}
     assert run_dir_for_job(env, []) == "outputs/default/991"
-    assert run_dir_for_job(env, ["experiment=a", "experiment=lima"], "/scratch") == "/scratch/lima/991"
+    assert (
+        run_dir_for_job(env, ["experiment=a", "experiment=lima"], "/scratch") == "/scratch/lima/991"
+    )
     assert run_dir_for_job(env, ["run_dir=/my/run"]) == "/my/run"
     with pytest.raises(UserError, match="SLURM_JOB_ID"):
         run_dir_for_job({}, [])
 
 
 def test_override_value_takes_the_last_one() -> None:
-    assert override_value(["distributed=ddp", "x=1", "++distributed=zero3"], "distributed") == "zero3"
+    assert (
+        override_value(["distributed=ddp", "x=1", "++distributed=zero3"], "distributed") == "zero3"
+    )
     assert override_value(["x=1"], "distributed") is None
 
 
@@ -235,15 +292,21 @@ def test_recorded_exit_code_reads_only_this_attempts_summary(tmp_path: Path) -> 
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_prints_the_full_command_for_this_node(monkeypatch, capsys) -> None:
-    for key, value in job_env(2, 1, "n[1-2]", job_id="17", MASTER_ADDR="127.0.0.1",
-                              ACCELERATE_USE_CPU="true").items():
+    for key, value in job_env(
+        2, 1, "n[1-2]", job_id="17", MASTER_ADDR="127.0.0.1", ACCELERATE_USE_CPU="true"
+    ).items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("ACCELERATE_CONFIG", raising=False)
     monkeypatch.chdir(ROOT)
     assert main(["slurm-args", "--procs-per-node", "1", "--python", "py", "--", "model=tiny"]) == 0
     words = capsys.readouterr().out.split()
-    assert words[:5] == ["py", "-m", "accelerate.commands.launch", "--config_file",
-                         "launch/accelerate/ddp.yaml"]
+    assert words[:5] == [
+        "py",
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "launch/accelerate/ddp.yaml",
+    ]
     assert words[words.index("--machine_rank") + 1] == "1"
     assert words[-3:] == ["sft/train.py", "distributed=ddp", "model=tiny"]
 
@@ -254,17 +317,40 @@ def test_preset_chooses_its_engine_when_no_distributed_override(monkeypatch, cap
     monkeypatch.delenv("ACCELERATE_CONFIG", raising=False)
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     monkeypatch.chdir(ROOT)
-    assert main(["slurm-args", "--procs-per-node", "8", "--python", "py", "--",
-                 "experiment=paper_llama3_8b", "collator=packing"]) == 0
+    assert (
+        main(
+            [
+                "slurm-args",
+                "--procs-per-node",
+                "8",
+                "--python",
+                "py",
+                "--",
+                "experiment=paper_llama3_8b",
+                "collator=packing",
+            ]
+        )
+        == 0
+    )
     words = capsys.readouterr().out.split()
     assert words[words.index("--config_file") + 1] == "launch/accelerate/multinode_zero3.yaml"
-    assert "distributed=ddp" not in words and words[-2:] == ["experiment=paper_llama3_8b", "collator=packing"]
+    assert "distributed=ddp" not in words and words[-2:] == [
+        "experiment=paper_llama3_8b",
+        "collator=packing",
+    ]
 
 
 def test_cli_error_is_one_line_and_exit_code_2() -> None:
     env = {"PATH": "/usr/bin:/bin", "SLURM_NODEID": "0"}
-    done = subprocess.run([sys.executable, "-m", "sft.launch", "slurm-args"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "sft.launch", "slurm-args"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: SLURM_JOB_NUM_NODES")
     assert len(done.stderr.strip().splitlines()) == 1
@@ -272,6 +358,11 @@ def test_cli_error_is_one_line_and_exit_code_2() -> None:
 
 @pytest.mark.parametrize("script", ["train.sbatch", "node.sh", "sweep.sh"])
 def test_shell_scripts_parse(script: str) -> None:
-    done = subprocess.run(["bash", "-n", str(ROOT / "launch" / "slurm" / script)],
-                          capture_output=True, text=True, check=False, timeout=30)
+    done = subprocess.run(
+        ["bash", "-n", str(ROOT / "launch" / "slurm" / script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr

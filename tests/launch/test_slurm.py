@@ -22,15 +22,27 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SBATCH = str(ROOT / "launch" / "slurm" / "train.sbatch")
-TINY = ["model=tiny", "data=demo", "data.demo_size=400", "data.max_bad_fraction=0.5",
-        "train.micro_batch_size=2",
-        "train.progress=false", "train.tensorboard=false"]
+TINY = [
+    "model=tiny",
+    "data=demo",
+    "data.demo_size=400",
+    "data.max_bad_fraction=0.5",
+    "train.micro_batch_size=2",
+    "train.progress=false",
+    "train.tensorboard=false",
+]
 
 
 def job_env(out_root: Path) -> dict[str, str]:
     """CPU nodes: DDP over gloo, one process per node, rendezvous on 127.0.0.1 (names don't resolve)."""
-    return {"ACCELERATE_USE_CPU": "true", "SFT_PROCS_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
-            "SFT_PYTHON": sys.executable, "SFT_OUTPUT_ROOT": str(out_root), "OMP_NUM_THREADS": "1"}
+    return {
+        "ACCELERATE_USE_CPU": "true",
+        "SFT_PROCS_PER_NODE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "SFT_PYTHON": sys.executable,
+        "SFT_OUTPUT_ROOT": str(out_root),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -44,9 +56,15 @@ def train_locally(run_dir: Path, overrides: list[str], timeout: float = 240) -> 
     """The 1-process reference run, started directly (no launcher, no Slurm)."""
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([sys.executable, "sft/train.py", *TINY, *overrides, f"run_dir={run_dir}"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=timeout,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, "sft/train.py", *TINY, *overrides, f"run_dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return losses(run_dir)
 
@@ -60,8 +78,9 @@ def test_two_node_job_sees_both_ranks_and_agrees_on_the_world(slurm_cluster, tmp
     script = tmp_path / "ranks.sbatch"
     script.write_text(
         "#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n"
-        "srun bash -c 'echo \"NODE $SLURM_NODEID $(\"$SFT_PYTHON\" -m sft.launch slurm-args "
-        "--args-only --procs-per-node 1)\"'\n")
+        'srun bash -c \'echo "NODE $SLURM_NODEID $("$SFT_PYTHON" -m sft.launch slurm-args '
+        "--args-only --procs-per-node 1)\"'\n"
+    )
     out = tmp_path / "ranks.out"
     env = {k: v for k, v in job_env(tmp_path).items() if k != "MASTER_ADDR"}
     done = slurm_cluster.sbatch(["--wait", "-o", str(out), str(script)], env=env, timeout=90)
@@ -85,8 +104,11 @@ def test_two_node_job_sees_both_ranks_and_agrees_on_the_world(slurm_cluster, tmp
 def test_two_node_ddp_matches_one_process(slurm_cluster, tmp_path) -> None:
     out = tmp_path / "train.out"
     overrides = [*TINY, "train.max_steps=6", "distributed=ddp", "train.grad_accum=1"]
-    done = slurm_cluster.sbatch(["--wait", "--nodes=2", "-o", str(out), SBATCH, *overrides],
-                                env=job_env(tmp_path), timeout=240)
+    done = slurm_cluster.sbatch(
+        ["--wait", "--nodes=2", "-o", str(out), SBATCH, *overrides],
+        env=job_env(tmp_path),
+        timeout=240,
+    )
     assert done.returncode == 0, tail(out)
     job_id = done.stdout.strip().splitlines()[0]
     run_dir = tmp_path / "default" / job_id  # pinned to the job id
@@ -106,8 +128,9 @@ def test_sigterm_checkpoints_requeues_and_resumes_to_the_same_loss(slurm_cluster
     steps = 60  # long enough that the signal lands mid-run even on a fast, idle machine
     out = tmp_path / "train.out"
     overrides = [*TINY, f"train.max_steps={steps}", "distributed=ddp", "train.grad_accum=1"]
-    done = slurm_cluster.sbatch(["--nodes=2", "-o", str(out), SBATCH, *overrides],
-                                env=job_env(tmp_path))
+    done = slurm_cluster.sbatch(
+        ["--nodes=2", "-o", str(out), SBATCH, *overrides], env=job_env(tmp_path)
+    )
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
     run_dir = tmp_path / "default" / job_id
@@ -145,7 +168,9 @@ def test_sigterm_checkpoints_requeues_and_resumes_to_the_same_loss(slurm_cluster
 
     resumed = losses(run_dir)
     assert sorted(resumed) == list(range(1, steps + 1))
-    uninterrupted = train_locally(tmp_path / "ref", [f"train.max_steps={steps}", "train.grad_accum=2"])
+    uninterrupted = train_locally(
+        tmp_path / "ref", [f"train.max_steps={steps}", "train.grad_accum=2"]
+    )
     for step, loss in uninterrupted.items():
         assert abs(resumed[step] - loss) < 1e-5, (step, resumed[step], loss)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -156,10 +181,19 @@ def test_sigterm_checkpoints_requeues_and_resumes_to_the_same_loss(slurm_cluster
 @pytest.mark.timeout(300)
 def test_sweep_submits_one_job_per_value_and_both_finish(slurm_cluster, tmp_path) -> None:
     done = slurm_cluster.run(
-        ["bash", str(ROOT / "launch" / "slurm" / "sweep.sh"), "--nodes=1",
-         f"--output={tmp_path}/%x-%j.out", "--", "collator=padding,packing", *TINY,
-         "train.max_steps=3"],
-        env=job_env(tmp_path), timeout=60)
+        [
+            "bash",
+            str(ROOT / "launch" / "slurm" / "sweep.sh"),
+            "--nodes=1",
+            f"--output={tmp_path}/%x-%j.out",
+            "--",
+            "collator=padding,packing",
+            *TINY,
+            "train.max_steps=3",
+        ],
+        env=job_env(tmp_path),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     submitted = [line.split(" ", 1) for line in done.stdout.strip().splitlines()]
     assert [words.split()[0] for _, words in submitted] == ["collator=padding", "collator=packing"]

@@ -48,11 +48,26 @@ def demo_corpus(tokenizer, n_rows: int = 80, min_len: int = 40, max_len: int = 2
     return Corpus(np.concatenate(ids_l).astype(np.int32), np.concatenate(mask_l), pieces)
 
 
-def packed_micro_batch(corpus: Corpus, capacity: int = 400, n_packs: int = 3, min_samples: int = 3,
-                       strategy: str = "bfd") -> MicroBatch:
+def packed_micro_batch(
+    corpus: Corpus,
+    capacity: int = 400,
+    n_packs: int = 3,
+    min_samples: int = 3,
+    strategy: str = "bfd",
+) -> MicroBatch:
     """The first micro-batch of the real packing plan whose `n_packs` packs hold >= min_samples each."""
-    plan = plan_epoch(corpus.pieces, corpus.mask, kind="packing", micro_batch_size=n_packs,
-                      grad_accum=1, world_size=1, seed=0, epoch=0, capacity=capacity, strategy=strategy)
+    plan = plan_epoch(
+        corpus.pieces,
+        corpus.mask,
+        kind="packing",
+        micro_batch_size=n_packs,
+        grad_accum=1,
+        world_size=1,
+        seed=0,
+        epoch=0,
+        capacity=capacity,
+        strategy=strategy,
+    )
     for step in plan.steps:
         for mb in step[0]:
             if len(mb) == n_packs and all(len(row) >= min_samples for row in mb):
@@ -61,8 +76,17 @@ def packed_micro_batch(corpus: Corpus, capacity: int = 400, n_packs: int = 3, mi
 
 
 def padding_micro_batch(corpus: Corpus, size: int = 4) -> MicroBatch:
-    plan = plan_epoch(corpus.pieces, corpus.mask, kind="padding", micro_batch_size=size,
-                      grad_accum=1, world_size=1, seed=0, epoch=0, capacity=10**6)
+    plan = plan_epoch(
+        corpus.pieces,
+        corpus.mask,
+        kind="padding",
+        micro_batch_size=size,
+        grad_accum=1,
+        world_size=1,
+        seed=0,
+        epoch=0,
+        capacity=10**6,
+    )
     return plan.steps[0][0][0]
 
 
@@ -77,7 +101,9 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor], retain: bool) -> list
     return [g.detach().clone() for g in torch.autograd.grad(loss, params, retain_graph=retain)]
 
 
-def packed_outputs(model, batch: dict, rows: MicroBatch, flatten: bool, device: str = "cpu") -> list[SampleOut]:
+def packed_outputs(
+    model, batch: dict, rows: MicroBatch, flatten: bool, device: str = "cpu"
+) -> list[SampleOut]:
     """Per-sample logits, loss and gradients read out of one packed forward pass.
 
     The loss goes through the product's `forward_token_losses` (only target positions reach the
@@ -98,7 +124,11 @@ def packed_outputs(model, batch: dict, rows: MicroBatch, flatten: bool, device: 
             n = b - a
             loss = losses[seg == s].mean()
             s += 1
-            out.append(SampleOut(logits[r, pos:pos + n], loss.detach(), _grads(loss, params, s < n_samples)))
+            out.append(
+                SampleOut(
+                    logits[r, pos : pos + n], loss.detach(), _grads(loss, params, s < n_samples)
+                )
+            )
             pos += n
     return out
 

@@ -67,7 +67,9 @@ def _model(arch: str, backend: str):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_packed_sample_equals_sample_alone(arch, backend, flatten, corpus, rows, tokenizer):
     model = _model(arch, backend)
-    batch, meta = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(rows, corpus.ids, corpus.labels_of)
+    batch, meta = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(
+        rows, corpus.ids, corpus.labels_of
+    )
     assert "attention_mask" not in batch
     if not flatten:  # several rows, and at least one of them padded
         assert batch["input_ids"].shape[0] == 3 and meta.pad_tokens > 0
@@ -89,7 +91,8 @@ def test_leaky_control_differs(arch, backend, flatten, corpus, rows, tokenizer):
     """isolate=False (all-ones mask, running positions): later samples see earlier ones."""
     model = _model(arch, backend)
     batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten, isolate=False)(
-        rows, corpus.ids, corpus.labels_of)
+        rows, corpus.ids, corpus.labels_of
+    )
     assert bool((batch["attention_mask"] == 1).all())
     layout = [samples_of(rows)] if flatten else rows
     with torch.no_grad():
@@ -97,8 +100,10 @@ def test_leaky_control_differs(arch, backend, flatten, corpus, rows, tokenizer):
         for r, row in enumerate(layout):
             pos = 0
             for k, (a, b, _) in enumerate(row):
-                alone = model(input_ids=torch.from_numpy(corpus.ids[a:b].astype("int64"))[None]).logits[0]
-                diff = float((logits[r, pos:pos + b - a] - alone).abs().max())
+                alone = model(
+                    input_ids=torch.from_numpy(corpus.ids[a:b].astype("int64"))[None]
+                ).logits[0]
+                diff = float((logits[r, pos : pos + b - a] - alone).abs().max())
                 if k == 0:  # the first sample of a row has nothing before it to leak from
                     assert diff <= TOL
                 else:
@@ -134,8 +139,10 @@ def test_left_padded_batch_through_varlen_equals_sdpa(corpus, tokenizer):
     batch, _ = PaddingCollator(pad_id=tokenizer.pad_token_id)(mb, corpus.ids, corpus.labels_of)
     real = batch["attention_mask"].bool()
     shift = (~real).sum(-1)
-    left = {k: torch.stack([row.roll(int(n)) for row, n in zip(batch[k], shift)])
-            for k in ("input_ids", "attention_mask")}
+    left = {
+        k: torch.stack([row.roll(int(n)) for row, n in zip(batch[k], shift)])
+        for k in ("input_ids", "attention_mask")
+    }
     assert bool((left["attention_mask"][:, 0] == 0).any())  # really left-padded
     out = {}
     for backend in ("sdpa", "varlen"):
@@ -147,19 +154,26 @@ def test_left_padded_batch_through_varlen_equals_sdpa(corpus, tokenizer):
 
 def test_varlen_keeps_the_sliding_window_inside_each_sample(corpus, rows, tokenizer):
     """A sliding-window model (tiny Mistral, window 16) gets the same band per packed sample."""
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True)(rows, corpus.ids, corpus.labels_of)
-    models = {b: load_model("tiny", arch="mistral", attn_implementation=b, seed=0) for b in ("varlen", "sdpa")}
+    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True)(
+        rows, corpus.ids, corpus.labels_of
+    )
+    models = {
+        b: load_model("tiny", arch="mistral", attn_implementation=b, seed=0)
+        for b in ("varlen", "sdpa")
+    }
     for m in models.values():
         m.config.sliding_window = 16
     full_model = _model("mistral", "sdpa")  # no window
     with torch.no_grad():
-        packed = models["varlen"](**{k: batch[k] for k in MODEL_KEYS if k in batch}, use_cache=False).logits[0]
+        packed = models["varlen"](
+            **{k: batch[k] for k in MODEL_KEYS if k in batch}, use_cache=False
+        ).logits[0]
         pos = 0
         for a, b, _ in samples_of(rows):
             ids = torch.from_numpy(corpus.ids[a:b].astype("int64"))[None]
             alone = models["sdpa"](input_ids=ids).logits[0]
             full = full_model(input_ids=ids).logits[0]  # without the window: must differ
-            assert float((packed[pos:pos + b - a] - alone).abs().max()) <= TOL
+            assert float((packed[pos : pos + b - a] - alone).abs().max()) <= TOL
             assert float((alone - full).abs().max()) > LEAK
             pos += b - a
 
@@ -184,7 +198,9 @@ def test_flash_attention_refused_on_cpu(impl):
         resolve_attn_implementation(impl, "packing", cuda=False)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash_attn is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("flash_attn") is not None, reason="flash_attn is installed"
+)
 def test_flash_attention_refused_without_package():
     with pytest.raises(UserError, match="flash_attn"):
         resolve_attn_implementation("flash_attention_2", "packing", cuda=True)
@@ -193,7 +209,10 @@ def test_flash_attention_refused_without_package():
 def test_flex_attention_training_refused_on_cpu():
     with pytest.raises(UserError, match="no backward on CPU"):
         resolve_attn_implementation("flex_attention", "packing", cuda=False, training=True)
-    assert resolve_attn_implementation("flex_attention", "packing", cuda=False, training=False) == "flex_attention"
+    assert (
+        resolve_attn_implementation("flex_attention", "packing", cuda=False, training=False)
+        == "flex_attention"
+    )
 
 
 def test_auto_picks_an_isolating_backend():

@@ -81,7 +81,9 @@ def test_packed_sample_equals_sample_alone_gpu(arch, backend, flatten, corpus, r
     _needs(backend)
     dtype, tol, gtol = CASES[backend]
     model = _model(arch, backend, dtype)
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(rows, corpus.ids, corpus.labels_of)
+    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(
+        rows, corpus.ids, corpus.labels_of
+    )
     assert "attention_mask" not in batch
     packed = packed_outputs(model, batch, rows, flatten, device="cuda")
     for (a, b, _), got in zip(samples_of(rows), packed):
@@ -98,7 +100,8 @@ def test_leaky_control_differs_gpu(backend, corpus, rows, tokenizer):
     dtype, tol, _ = CASES[backend]
     model = _model("llama", backend, dtype)
     batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True, isolate=False)(
-        rows, corpus.ids, corpus.labels_of)
+        rows, corpus.ids, corpus.labels_of
+    )
     inputs = {k: batch[k].cuda() for k in MODEL_KEYS if k in batch}
     with torch.no_grad():
         logits = model(**inputs, use_cache=False).logits[0].float()
@@ -106,7 +109,7 @@ def test_leaky_control_differs_gpu(backend, corpus, rows, tokenizer):
         for a, b, _ in samples_of(rows):
             ids = torch.from_numpy(corpus.ids[a:b].astype("int64"))[None].cuda()
             alone = model(input_ids=ids).logits[0].float()
-            diffs.append(float((logits[pos:pos + b - a] - alone).abs().max()))
+            diffs.append(float((logits[pos : pos + b - a] - alone).abs().max()))
             pos += b - a
     assert diffs[0] <= tol
     assert min(diffs[1:]) > LEAK, diffs

@@ -12,7 +12,9 @@ def test_chat_template_from_file(tmp_path):
     f = tmp_path / "t.jinja"
     f.write_text("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}")
     tok = load_tokenizer("tiny", chat_template=str(f))
-    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "[user]hi"
+    assert (
+        tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "[user]hi"
+    )
 
 
 def test_chat_template_from_a_model_folder(tmp_path):

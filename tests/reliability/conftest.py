@@ -23,9 +23,20 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "sft" / "train.py")
 
 # 24 demo rows, rows longer than 512 tokens dropped by policy -> a few steps per epoch
-TINY = ["model=tiny", "data=demo", "data.demo_size=24", "data.max_length=512", "data.overlong=drop",
-        "data.val_fraction=0", "train.micro_batch_size=2", "train.progress=false", "train.tensorboard=false",
-        "optim.lr=1e-3", "optim.warmup_ratio=0", "train.record_samples=true"]
+TINY = [
+    "model=tiny",
+    "data=demo",
+    "data.demo_size=24",
+    "data.max_length=512",
+    "data.overlong=drop",
+    "data.val_fraction=0",
+    "train.micro_batch_size=2",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "optim.lr=1e-3",
+    "optim.warmup_ratio=0",
+    "train.record_samples=true",
+]
 SINGLE = [*TINY, "model.dropout=0.1", "train.max_steps=10", "train.save_every=4"]  # 1 process
 MULTI = [*TINY, "model.dropout=0.1", "train.max_steps=6", "train.save_every=3"]  # 2 processes
 
@@ -38,8 +49,13 @@ class Run:
 
 
 def env_for(extra: dict | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-           "HYDRA_FULL_ERROR": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        "HYDRA_FULL_ERROR": "1",
+    }
     env.pop("SFT_TEST_FAULT", None)
     env.update(extra or {})
     return env
@@ -49,9 +65,19 @@ def launcher(processes: int, engine: str = "ddp") -> list[str]:
     """The command prefix: the script itself for 1 process, `accelerate launch` on CPU otherwise."""
     if processes == 1:
         return [sys.executable, TRAIN]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(ROOT / "launch" / "accelerate" / f"{engine}.yaml"), "--num_processes", str(processes),
-            "--main_process_port", str(_free_port()), TRAIN, f"distributed={engine}"]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "launch" / "accelerate" / f"{engine}.yaml"),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(_free_port()),
+        TRAIN,
+        f"distributed={engine}",
+    ]
 
 
 def _launch_env(processes: int, engine: str, env: dict | None) -> dict:
@@ -69,29 +95,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_train(run_dir: Path, *overrides: str, processes: int = 1, engine: str = "ddp", env: dict | None = None,
-              timeout: float = 300) -> Run:
+def run_train(
+    run_dir: Path,
+    *overrides: str,
+    processes: int = 1,
+    engine: str = "ddp",
+    env: dict | None = None,
+    timeout: float = 300,
+) -> Run:
     cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env_for(extra), capture_output=True, text=True, timeout=timeout,
-                           check=False)
+        p = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=env_for(extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        for pid in run_processes(run_dir):  # the launcher is gone; its workers must not outlive the test
+        for pid in run_processes(
+            run_dir
+        ):  # the launcher is gone; its workers must not outlive the test
             os.kill(pid, signal.SIGKILL)
         raise
     return Run(p.returncode, p.stdout, p.stderr)
 
 
-def start_train(run_dir: Path, *overrides: str, processes: int = 1, engine: str = "ddp",
-                env: dict | None = None) -> subprocess.Popen:
+def start_train(
+    run_dir: Path, *overrides: str, processes: int = 1, engine: str = "ddp", env: dict | None = None
+) -> subprocess.Popen:
     """Start a run in its own session; its output goes to <run_dir>.out / .err beside the run dir."""
     cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{run_dir}.out", "w") as out, open(f"{run_dir}.err", "w") as err:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env_for(extra), stdout=out, stderr=err, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env_for(extra),
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
 
 
 def output(run_dir: Path) -> tuple[str, str]:
@@ -204,7 +253,9 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
     return sorted(int(p.name[5:]) for p in root.glob("step-*")) if root.exists() else []
 
 
-def reference(tmp_path_factory, name: str, args: list[str], processes: int = 1, engine: str = "ddp") -> Path:
+def reference(
+    tmp_path_factory, name: str, args: list[str], processes: int = 1, engine: str = "ddp"
+) -> Path:
     """An uninterrupted run of `args` in a fresh directory."""
     d = tmp_path_factory.mktemp(name) / "run"
     r = run_train(d, *args, processes=processes, engine=engine)

@@ -24,18 +24,31 @@ from .conftest import run_train
 
 
 def good(i: int) -> str:
-    return json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
-                                    {"role": "assistant", "content": str(i + 1)}]})
+    return json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + 1?"},
+                {"role": "assistant", "content": str(i + 1)},
+            ]
+        }
+    )
 
 
 BAD = {  # reason -> the raw bytes of one line
     "malformed_json": b'{"messages": [{"role": "user", "content": "hi"}',
     "non_utf8": b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "ok"}]}',
-    "unknown_role": json.dumps({"messages": [{"role": "wizard", "content": "hi"},
-                                             {"role": "assistant", "content": "ok"}]}).encode(),
+    "unknown_role": json.dumps(
+        {"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "ok"}]}
+    ).encode(),
     "empty_conversation": json.dumps({"messages": []}).encode(),
-    "no_supervised_tokens": json.dumps({"messages": [{"role": "user", "content": "x" * 400},
-                                                     {"role": "assistant", "content": "short"}]}).encode(),
+    "no_supervised_tokens": json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "x" * 400},
+                {"role": "assistant", "content": "short"},
+            ]
+        }
+    ).encode(),
 }
 MAX_LENGTH = 128  # the 400-character prompt leaves no assistant token within it
 
@@ -52,8 +65,14 @@ def tokenizer():
 
 
 def prepare(tokenizer, path: Path, max_bad_fraction: float = 0.0, **kw):
-    return prepare_data(tokenizer, path=str(path), max_length=MAX_LENGTH, max_bad_fraction=max_bad_fraction,
-                        progress=False, **kw)
+    return prepare_data(
+        tokenizer,
+        path=str(path),
+        max_length=MAX_LENGTH,
+        max_bad_fraction=max_bad_fraction,
+        progress=False,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("reason", sorted(BAD))
@@ -78,13 +97,17 @@ def test_each_reason_is_skipped_and_counted_within_the_tolerance(tokenizer, tmp_
 
 def test_first_bad_row_is_named_in_file_order_across_reasons(tokenizer, tmp_path):
     # a tokenization-stage reason early in the file, a read-stage one later: the early one is named
-    path = write_jsonl(tmp_path / "d.jsonl", {2: BAD["no_supervised_tokens"], 7: BAD["malformed_json"]})
+    path = write_jsonl(
+        tmp_path / "d.jsonl", {2: BAD["no_supervised_tokens"], 7: BAD["malformed_json"]}
+    )
     with pytest.raises(UserError, match=rf"^{path}:2: bad row \(no_supervised_tokens"):
         prepare(tokenizer, path, max_bad_fraction=0.1)
 
 
 def test_all_reasons_together_over_the_tolerance_fail(tokenizer, tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", {i + 2: BAD[r] for i, r in enumerate(sorted(BAD))}, n=20)
+    path = write_jsonl(
+        tmp_path / "d.jsonl", {i + 2: BAD[r] for i, r in enumerate(sorted(BAD))}, n=20
+    )
     with pytest.raises(UserError, match="5 bad row"):
         prepare(tokenizer, path, max_bad_fraction=0.2)
     data = prepare(tokenizer, path, max_bad_fraction=0.25)
@@ -98,12 +121,22 @@ def test_no_micro_batch_without_a_target_is_ever_built(tokenizer, tmp_path, coll
     path = write_jsonl(tmp_path / "d.jsonl", bad, n=40)
     data = prepare(tokenizer, path, max_bad_fraction=0.5)
     assert data.report.counts["no_supervised_tokens"] == len(bad)  # the filter had work to do
-    collate = build_collator(collator, pad_id=tokenizer.pad_token_id, pad_to_multiple_of=1, flatten=False,
-                             isolate=True)
+    collate = build_collator(
+        collator, pad_id=tokenizer.pad_token_id, pad_to_multiple_of=1, flatten=False, isolate=True
+    )
     seen = 0
     for epoch in range(2):
-        plan = plan_epoch(data.train, data.tokens.mask, kind=collator, micro_batch_size=1, grad_accum=2,
-                          world_size=2, seed=0, epoch=epoch, capacity=MAX_LENGTH)
+        plan = plan_epoch(
+            data.train,
+            data.tokens.mask,
+            kind=collator,
+            micro_batch_size=1,
+            grad_accum=2,
+            world_size=2,
+            seed=0,
+            epoch=epoch,
+            capacity=MAX_LENGTH,
+        )
         for step in plan.steps:
             for rank in step:
                 for rows in rank:
@@ -112,14 +145,22 @@ def test_no_micro_batch_without_a_target_is_ever_built(tokenizer, tmp_path, coll
                     seen += 1
     assert seen > 10
     for _, a, b in data.train:  # and every piece itself has a target after its first token
-        assert np.asarray(data.tokens.mask[a + 1:b]).any()
+        assert np.asarray(data.tokens.mask[a + 1 : b]).any()
 
 
 @pytest.mark.slow
 def test_run_stops_with_one_line_exit_2_and_no_traceback(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", {4: BAD["unknown_role"]})
-    r = run_train(tmp_path / "run", "model=tiny", f"data.path={path}", "data.max_bad_fraction=0", "data.val_fraction=0",
-                  "train.max_steps=1", "train.progress=false", "train.tensorboard=false")
+    r = run_train(
+        tmp_path / "run",
+        "model=tiny",
+        f"data.path={path}",
+        "data.max_bad_fraction=0",
+        "data.val_fraction=0",
+        "train.max_steps=1",
+        "train.progress=false",
+        "train.tensorboard=false",
+    )
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2, r.stderr[-2000:]
     assert errors == [errors[0]] and f"{path}:4: bad row (unknown_role" in errors[0]
@@ -128,11 +169,22 @@ def test_run_stops_with_one_line_exit_2_and_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_skipped_rows_are_reported_in_data_report_and_summary(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", {i + 2: BAD[r] for i, r in enumerate(sorted(BAD))}, n=20)
+    path = write_jsonl(
+        tmp_path / "d.jsonl", {i + 2: BAD[r] for i, r in enumerate(sorted(BAD))}, n=20
+    )
     run = tmp_path / "run"
-    r = run_train(run, "model=tiny", f"data.path={path}", "data.val_fraction=0", f"data.max_length={MAX_LENGTH}",
-                  "data.max_bad_fraction=0.3", "train.max_steps=1", "train.micro_batch_size=2",
-                  "train.progress=false", "train.tensorboard=false")
+    r = run_train(
+        run,
+        "model=tiny",
+        f"data.path={path}",
+        "data.val_fraction=0",
+        f"data.max_length={MAX_LENGTH}",
+        "data.max_bad_fraction=0.3",
+        "train.max_steps=1",
+        "train.micro_batch_size=2",
+        "train.progress=false",
+        "train.tensorboard=false",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((run / "data_report.json").read_text())
     summary = json.loads((run / "summary.json").read_text())

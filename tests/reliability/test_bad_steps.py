@@ -28,7 +28,9 @@ def model_of(run_dir, step: int) -> dict:
 
 def test_non_finite_steps_are_skipped_and_logged(tmp_path):
     run = tmp_path / "run"
-    r = run_train(run, *BASE, "train.max_steps=5", "train.max_bad_steps=3", env={"SFT_TEST_FAULT": "nan@3,4"})
+    r = run_train(
+        run, *BASE, "train.max_steps=5", "train.max_bad_steps=3", env={"SFT_TEST_FAULT": "nan@3,4"}
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     by_step = {row["step"]: row for row in rows(run) if "loss" in row}
     assert sorted(by_step) == [1, 2, 3, 4, 5]  # logged, never filtered out
@@ -42,13 +44,20 @@ def test_non_finite_steps_are_skipped_and_logged(tmp_path):
     assert any(not torch.equal(w4[k], w5[k]) for k in w4)
     # step counter, schedule position and data position advanced through the skipped steps
     assert [s["step"] for s in samples(run)] == [1, 2, 3, 4, 5]
-    assert json.loads((run / "checkpoints" / "step-4" / ckpt.STATE).read_text())["scheduler"]["last_epoch"] == 4
+    assert (
+        json.loads((run / "checkpoints" / "step-4" / ckpt.STATE).read_text())["scheduler"][
+            "last_epoch"
+        ]
+        == 4
+    )
     assert "non-finite loss=nan" in r.stdout + r.stderr
 
 
 def test_too_many_in_a_row_abort_with_exit_3_naming_step_rank_and_samples(tmp_path):
     run = tmp_path / "run"
-    r = run_train(run, *BASE, "train.max_steps=8", "train.max_bad_steps=2", env={"SFT_TEST_FAULT": "nan@3,4"})
+    r = run_train(
+        run, *BASE, "train.max_steps=8", "train.max_bad_steps=2", env={"SFT_TEST_FAULT": "nan@3,4"}
+    )
     assert r.returncode == EXIT_BAD_STEPS, r.stderr[-3000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in r.stderr
@@ -61,10 +70,19 @@ def test_too_many_in_a_row_abort_with_exit_3_naming_step_rank_and_samples(tmp_pa
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("engine", ["ddp", "zero3"])  # DeepSpeed steps inside backward and skips by itself
+@pytest.mark.parametrize(
+    "engine", ["ddp", "zero3"]
+)  # DeepSpeed steps inside backward and skips by itself
 def test_nan_on_one_rank_is_agreed_by_all_ranks(tmp_path, engine):
     run = tmp_path / "run"
-    r = run_train(run, *TINY, "train.max_steps=3", processes=2, engine=engine, env={"SFT_TEST_FAULT": "nan@2:1"})
+    r = run_train(
+        run,
+        *TINY,
+        "train.max_steps=3",
+        processes=2,
+        engine=engine,
+        env={"SFT_TEST_FAULT": "nan@2:1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     by_step = {row["step"]: row for row in rows(run) if "loss" in row}
     assert by_step[2].get("skipped") is True and "skipped" not in by_step[3]

@@ -33,7 +33,9 @@ from .conftest import (
 pytestmark = pytest.mark.slow
 
 
-def kill_then_rerun(run_dir: Path, args: list[str], kill_at: int, processes: int = 1, engine: str = "ddp") -> str:
+def kill_then_rerun(
+    run_dir: Path, args: list[str], kill_at: int, processes: int = 1, engine: str = "ddp"
+) -> str:
     """Run; once checkpoints/step-<kill_at> is committed and a later step was logged, SIGKILL every
     process of the run; rerun the same command; return its stdout."""
     p = start_train(run_dir, *args, processes=processes, engine=engine)
@@ -47,7 +49,9 @@ def kill_then_rerun(run_dir: Path, args: list[str], kill_at: int, processes: int
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = re.search(rf"resumed from {run_dir}/checkpoints/step-(\d+) ", r.stdout)
     assert resumed and int(resumed.group(1)) < logged, (logged, r.stdout[-2000:])
-    assert not list((run_dir / "checkpoints").glob(".tmp-*")), "a half-written checkpoint was left behind"
+    assert not list((run_dir / "checkpoints").glob(".tmp-*")), (
+        "a half-written checkpoint was left behind"
+    )
     return r.stdout
 
 
@@ -63,13 +67,18 @@ def test_single_process_packing_at_epoch_boundary(tmp_path_factory, tmp_path):
     ref = reference(tmp_path_factory, "packing-ref", base)
     per_epoch = rows(ref)[0]["steps_per_epoch"]
     assert per_epoch >= 2 and len(losses(ref)) == 2 * per_epoch
-    args = [*base, f"train.save_every={per_epoch}"]  # the checkpoint falls exactly on the epoch boundary
+    args = [
+        *base,
+        f"train.save_every={per_epoch}",
+    ]  # the checkpoint falls exactly on the epoch boundary
     kill_then_rerun(tmp_path / "run", args, kill_at=per_epoch)
     assert_same_run(ref, tmp_path / "run")
 
 
 @pytest.mark.parametrize("damage", ["truncated_file", "missing_manifest"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(single_reference, tmp_path, damage):
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(
+    single_reference, tmp_path, damage
+):
     import shutil
 
     run = tmp_path / "run"
@@ -84,8 +93,12 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(single_r
         (latest / "manifest.json").unlink()
     (run / "checkpoints" / ".tmp-step-9").mkdir()  # a save the kill interrupted
     r = run_train(run, *SINGLE)
-    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-8 " in r.stdout, r.stderr[-3000:]
-    assert not (run / "checkpoints" / ".tmp-step-9").exists(), "stale temporary not removed at start"
+    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-8 " in r.stdout, r.stderr[
+        -3000:
+    ]
+    assert not (run / "checkpoints" / ".tmp-step-9").exists(), (
+        "stale temporary not removed at start"
+    )
     assert_same_run(single_reference, run)
 
 

@@ -16,31 +16,73 @@ from .conftest import TINY, run_train
 
 
 def test_advice_names_every_knob_cheapest_first():
-    msg = oom_advice(rank=3, step=7, micro_batch_size=4, grad_accum=2, collator="packing", pack_length=4096,
-                     zero_stage=0, offload="none", gradient_checkpointing=False, cuda=False)
-    assert msg.startswith("out of memory on rank 3 at step 7: micro-batch of 4 packs of 4096 tokens, ZeRO stage 0")
-    tips = ["model.gradient_checkpointing=true", "train.micro_batch_size=2 train.grad_accum=4",
-            "collator.pack_length=2048", "distributed=zero3"]
-    assert all(t in msg for t in tips) and [msg.index(t) for t in tips] == sorted(msg.index(t) for t in tips)
+    msg = oom_advice(
+        rank=3,
+        step=7,
+        micro_batch_size=4,
+        grad_accum=2,
+        collator="packing",
+        pack_length=4096,
+        zero_stage=0,
+        offload="none",
+        gradient_checkpointing=False,
+        cuda=False,
+    )
+    assert msg.startswith(
+        "out of memory on rank 3 at step 7: micro-batch of 4 packs of 4096 tokens, ZeRO stage 0"
+    )
+    tips = [
+        "model.gradient_checkpointing=true",
+        "train.micro_batch_size=2 train.grad_accum=4",
+        "collator.pack_length=2048",
+        "distributed=zero3",
+    ]
+    assert all(t in msg for t in tips) and [msg.index(t) for t in tips] == sorted(
+        msg.index(t) for t in tips
+    )
     assert "\n" not in msg
 
 
 def test_advice_moves_on_once_the_cheap_knobs_are_used():
-    msg = oom_advice(rank=0, step=1, micro_batch_size=1, grad_accum=8, collator="padding", pack_length=2048,
-                     zero_stage=3, offload="none", gradient_checkpointing=True, cuda=False)
+    msg = oom_advice(
+        rank=0,
+        step=1,
+        micro_batch_size=1,
+        grad_accum=8,
+        collator="padding",
+        pack_length=2048,
+        zero_stage=3,
+        offload="none",
+        gradient_checkpointing=True,
+        cuda=False,
+    )
     assert "gradient_checkpointing=true;" in msg and "model.gradient_checkpointing=true" not in msg
     assert "train.micro_batch_size" not in msg and "data.max_length=1024" in msg
     assert "distributed=zero3_offload" in msg
-    msg = oom_advice(rank=0, step=1, micro_batch_size=1, grad_accum=8, collator="padding", pack_length=2048,
-                     zero_stage=3, offload="cpu", gradient_checkpointing=True, cuda=False)
+    msg = oom_advice(
+        rank=0,
+        step=1,
+        micro_batch_size=1,
+        grad_accum=8,
+        collator="padding",
+        pack_length=2048,
+        zero_stage=3,
+        offload="cpu",
+        gradient_checkpointing=True,
+        cuda=False,
+    )
     assert "zero3_offload" not in msg and "offload cpu" in msg
 
 
 @pytest.mark.slow
 def test_oom_exits_4_with_one_line_and_records_the_error_file(tmp_path):
     error_file = tmp_path / "error.json"
-    r = run_train(tmp_path / "run", *TINY, "train.max_steps=3",
-                  env={"SFT_TEST_FAULT": "oom@2", "TORCHELASTIC_ERROR_FILE": str(error_file)})
+    r = run_train(
+        tmp_path / "run",
+        *TINY,
+        "train.max_steps=3",
+        env={"SFT_TEST_FAULT": "oom@2", "TORCHELASTIC_ERROR_FILE": str(error_file)},
+    )
     assert r.returncode == EXIT_OOM, r.stderr[-3000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in r.stderr
@@ -53,8 +95,12 @@ def test_oom_exits_4_with_one_line_and_records_the_error_file(tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_launcher_summary_names_the_rank_that_ran_out_of_memory(tmp_path):
-    r = run_train(tmp_path / "run", *TINY, "train.max_steps=3", processes=2, env={"SFT_TEST_FAULT": "oom@2:1"})
+    r = run_train(
+        tmp_path / "run", *TINY, "train.max_steps=3", processes=2, env={"SFT_TEST_FAULT": "oom@2:1"}
+    )
     assert r.returncode != 0
-    summary = r.stderr[r.stderr.index("Root Cause"):]
-    assert "rank      : 1 (local_rank: 1)" in summary and "exitcode  : 4" in summary, r.stderr[-3000:]
+    summary = r.stderr[r.stderr.index("Root Cause") :]
+    assert "rank      : 1 (local_rank: 1)" in summary and "exitcode  : 4" in summary, r.stderr[
+        -3000:
+    ]
     assert "out of memory on rank 1 at step 2" in summary

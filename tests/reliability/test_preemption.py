@@ -84,7 +84,9 @@ def test_single_process_sigterm_saves_exits_75_and_resumes_exactly(single_refere
     assert json.loads((run / "summary.json").read_text())["exit_code"] == EXIT_PREEMPTED
     assert f"pre-empted: checkpoint step-{stopped} saved" in output(run)[0]
     r = run_train(run, *SINGLE)
-    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-{stopped}" in r.stdout, r.stderr[-3000:]
+    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-{stopped}" in r.stdout, (
+        r.stderr[-3000:]
+    )
     assert_same_run(single_reference, run)
 
 
@@ -96,7 +98,9 @@ def test_sigterm_to_the_launcher_of_two_processes(ddp_reference, tmp_path):
     wait_for_step(run, 1, p)
     workers = [pid for pid in run_processes(run) if pid != p.pid]
     assert len(workers) == 2
-    os.kill(p.pid, signal.SIGTERM)  # what SLURM/Kubernetes do; the launcher forwards it to the workers
+    os.kill(
+        p.pid, signal.SIGTERM
+    )  # what SLURM/Kubernetes do; the launcher forwards it to the workers
     signal_repeatedly(workers, signal.SIGTERM)  # and more signals while they save
     rc = p.wait(timeout=120)
     assert run_processes(run) == [], "processes of the run outlived the launcher"
@@ -110,7 +114,9 @@ def test_sigterm_to_the_launcher_of_two_processes(ddp_reference, tmp_path):
     # workers' 75 is in summary.json and on stdout (docs/reliability.md)
     assert rc != 0
     r = run_train(run, *MULTI, processes=2)
-    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-{stopped}" in r.stdout, r.stderr[-3000:]
+    assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-{stopped}" in r.stdout, (
+        r.stderr[-3000:]
+    )
     assert_same_run(ddp_reference, run, ranks=2)
 
 
@@ -120,13 +126,21 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     run = tmp_path / "run"
     p = start_train(run, *MULTI, processes=2)
     wait_for_step(run, 1, p)
-    rank1 = [pid for pid in run_processes(run) if b"RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+    rank1 = [
+        pid
+        for pid in run_processes(run)
+        if b"RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()
+    ]
     assert len(rank1) == 1
-    os.kill(rank1[0], signal.SIGTERM)  # rank 0 gets nothing: it learns it from the step's all-reduce
+    os.kill(
+        rank1[0], signal.SIGTERM
+    )  # rank 0 gets nothing: it learns it from the step's all-reduce
     p.wait(timeout=120)
     assert run_processes(run) == []
     stopped = max(losses(run))
-    assert stopped < 6 and ckpt.is_valid(run / "checkpoints" / f"step-{stopped}"), output(run)[1][-3000:]
+    assert stopped < 6 and ckpt.is_valid(run / "checkpoints" / f"step-{stopped}"), output(run)[1][
+        -3000:
+    ]
     assert json.loads((run / "summary.json").read_text())["exit_code"] == EXIT_PREEMPTED
     err = output(run)[1]
     assert err.count("exitcode  : 75") == 2, err[-3000:]  # both ranks exited 75 (launcher summary)

@@ -19,8 +19,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 def test_stalled_rank_fails_the_run_at_the_timeout(tmp_path):
     run = tmp_path / "run"
     t0 = time.time()
-    r = run_train(run, *TINY, "train.max_steps=4", "distributed.timeout_minutes=1", processes=2,
-                  env={"SFT_TEST_FAULT": "stall@2:1"}, timeout=240)
+    r = run_train(
+        run,
+        *TINY,
+        "train.max_steps=4",
+        "distributed.timeout_minutes=1",
+        processes=2,
+        env={"SFT_TEST_FAULT": "stall@2:1"},
+        timeout=240,
+    )
     elapsed = time.time() - t0
     assert r.returncode != 0
     assert 60 <= elapsed < 180, f"ended after {elapsed:.0f}s"

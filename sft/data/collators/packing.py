@@ -33,13 +33,17 @@ from sft.data.collators.common import BatchMeta
 
 
 class PackingCollator:
-    def __init__(self, pad_id: int, flatten: bool = True, isolate: bool = True, pad_to_multiple_of: int = 1) -> None:
+    def __init__(
+        self, pad_id: int, flatten: bool = True, isolate: bool = True, pad_to_multiple_of: int = 1
+    ) -> None:
         self.pad_id = pad_id
         self.flatten = flatten
         self.isolate = isolate
         self.multiple = pad_to_multiple_of
 
-    def __call__(self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of) -> tuple[dict, BatchMeta]:
+    def __call__(
+        self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of
+    ) -> tuple[dict, BatchMeta]:
         if self.flatten:
             rows = [[seg for row in rows for seg in row]]
         row_lens = [sum(b - a for a, b, _ in row) for row in rows]
@@ -58,11 +62,11 @@ class PackingCollator:
             pos = 0
             for a, b, piece in row:
                 n = b - a
-                input_ids[r, pos:pos + n] = ids[a:b]
-                labels[r, pos:pos + n] = labels_of(a, b)
+                input_ids[r, pos : pos + n] = ids[a:b]
+                labels[r, pos : pos + n] = labels_of(a, b)
                 labels[r, pos] = -100
-                position_ids[r, pos:pos + n] = np.arange(n)
-                seq_idx[r, pos:pos + n] = s
+                position_ids[r, pos : pos + n] = np.arange(n)
+                seq_idx[r, pos : pos + n] = s
                 seg_lens.append(n)
                 piece_ids.append(piece)
                 s += 1
@@ -71,12 +75,20 @@ class PackingCollator:
                 position_ids[r, pos:] = np.arange(width - pos)
                 seg_lens.append(width - pos)
         tokens = int(sum(row_lens))
-        meta = BatchMeta(samples=len(set(piece_ids)), tokens=tokens, pad_tokens=input_ids.size - tokens,
-                         targets=BatchMeta.count_targets(labels), piece_ids=piece_ids)
+        meta = BatchMeta(
+            samples=len(set(piece_ids)),
+            tokens=tokens,
+            pad_tokens=input_ids.size - tokens,
+            targets=BatchMeta.count_targets(labels),
+            piece_ids=piece_ids,
+        )
         if not self.isolate:
-            batch = {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
-                     "attention_mask": torch.ones_like(torch.from_numpy(input_ids)),
-                     "seq_idx": torch.from_numpy(seq_idx)}
+            batch = {
+                "input_ids": torch.from_numpy(input_ids),
+                "labels": torch.from_numpy(labels),
+                "attention_mask": torch.ones_like(torch.from_numpy(input_ids)),
+                "seq_idx": torch.from_numpy(seq_idx),
+            }
             return batch, meta
         cu = np.zeros(len(seg_lens) + 1, dtype=np.int32)
         np.cumsum(seg_lens, out=cu[1:])

@@ -23,7 +23,9 @@ class PaddingCollator:
         self.pad_id = pad_id
         self.multiple = pad_to_multiple_of
 
-    def __call__(self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of) -> tuple[dict, BatchMeta]:
+    def __call__(
+        self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of
+    ) -> tuple[dict, BatchMeta]:
         lens = [sum(b - a for a, b, _ in row) for row in rows]
         width = -(-max(lens) // self.multiple) * self.multiple
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
@@ -32,7 +34,7 @@ class PaddingCollator:
         seq_idx = np.full((len(rows), width), -1, dtype=np.int64)
         piece_ids = []
         for r, row in enumerate(rows):
-            (a, b, piece), = row  # one sample per row
+            ((a, b, piece),) = row  # one sample per row
             n = b - a
             input_ids[r, :n] = ids[a:b]
             labels[r, :n] = labels_of(a, b)
@@ -41,8 +43,17 @@ class PaddingCollator:
             seq_idx[r, :n] = r
             piece_ids.append(piece)
         tokens = int(sum(lens))
-        meta = BatchMeta(samples=len(rows), tokens=tokens, pad_tokens=input_ids.size - tokens,
-                         targets=BatchMeta.count_targets(labels), piece_ids=piece_ids)
-        batch = {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
-                 "attention_mask": torch.from_numpy(attn), "seq_idx": torch.from_numpy(seq_idx)}
+        meta = BatchMeta(
+            samples=len(rows),
+            tokens=tokens,
+            pad_tokens=input_ids.size - tokens,
+            targets=BatchMeta.count_targets(labels),
+            piece_ids=piece_ids,
+        )
+        batch = {
+            "input_ids": torch.from_numpy(input_ids),
+            "labels": torch.from_numpy(labels),
+            "attention_mask": torch.from_numpy(attn),
+            "seq_idx": torch.from_numpy(seq_idx),
+        }
         return batch, meta
