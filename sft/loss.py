@@ -1,6 +1,6 @@
 """The training loss, computed from logits of supervised positions only.
 
-    shift: the target of position t is labels[t + 1]; targets of -100 are ignored.
+    targets: made once with the tokens (sft/data/targets.py), read here as they are; -100 is ignored.
     token  (default): sum of token losses of the whole optimizer step, over all micro-batches and
                       ranks, divided by the number of supervised tokens of that step.
     sample:           every sample's mean token loss, summed, divided by the step's sample count.
@@ -32,12 +32,6 @@ MODEL_KEYS = (
 )
 
 
-def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
-    """labels[:, t + 1] at position t; -100 at the last position."""
-    pad = torch.full_like(labels[:, :1], -100)
-    return torch.cat([labels[:, 1:], pad], dim=1)
-
-
 def _output_head(model: torch.nn.Module) -> torch.nn.Module | None:
     get = getattr(model, "get_output_embeddings", None)
     try:
@@ -57,7 +51,7 @@ def forward_token_losses(
     the head keeps, of those, only the (row, position) pairs with a target of their own, so
     vocabulary-sized logits are never computed for pads or prompts.
     """
-    targets = shifted_targets(batch["labels"])
+    targets = batch["targets"]
     valid = targets != -100
     keep = valid.any(dim=0).nonzero().squeeze(-1)  # positions with a target in some row
     tgt = targets[:, keep]

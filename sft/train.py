@@ -4,13 +4,15 @@
     accelerate launch --config_file launch/accelerate/zero3.yaml sft/train.py distributed=zero3 ...
     sft-train -m collator=padding,packing          # a sweep (Hydra multirun)
 
-Compose the config, build the recipe, train, close. Exit codes: 0 done, 2 bad input (one line on
-stderr), 3 too many non-finite steps, 4 out of memory, 75 pre-empted with a checkpoint saved.
+Compose the config (once, by Hydra), build the recipe, train, close. Exit codes: 0 done, 2 bad
+input (one line on stderr), 3 too many non-finite steps, 4 out of memory, 75 pre-empted with a
+checkpoint saved. A sweep exits with the first non-zero code of its jobs.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -18,16 +20,18 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from sft.cli_config import CONFIG_DIR, precheck_overrides
+from sft.cli_config import CONFIG_DIR, error_line
 from sft.errors import UserError
+from sft.hooks import StepHooks
 
-_exit_code = 0
+_HOOKS: list[StepHooks] = []  # set by main(hooks=...) for the tests' fault injection
+_EXIT_CODES: list[int] = []  # one per job (several in a sweep)
 
 
 def _record(fn):
-    """torch elastic's @record (imported lazily: the config pre-check stays fast): an uncaught error
+    """torch elastic's @record (imported lazily: a config error stays fast): an uncaught error
     is written to the launcher's error file, so its summary names the failing rank and the cause."""
 
     @functools.wraps(fn)
@@ -39,45 +43,66 @@ def _record(fn):
     return wrapper
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-@_record
-def run(cfg: DictConfig) -> None:
-    global _exit_code
+def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
+    """One training job from a composed config; returns its exit code."""
     import torch
     from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
     from sft.config import to_job_config
-    from sft.trainer import EXIT_OOM, Recipe, resolved_yaml
+    from sft.engine import close_distributed
+    from sft.oom import oom_message
+    from sft.trainer import EXIT_OOM, Recipe
 
     try:
-        recipe = Recipe(to_job_config(cfg), resolved_yaml(cfg))
-        try:
-            recipe.setup()
-            _exit_code = recipe.train()
-        except (torch.OutOfMemoryError, MemoryError) as oom:
-            msg = recipe.oom_message()
-            print(f"error: {msg}", file=sys.stderr, flush=True)
-            try:  # the error file's traceback (shown in the launcher's summary) ends with the advice
-                raise RuntimeError(msg) from oom
-            except RuntimeError as advice:
-                get_error_handler().record_exception(advice)
-            _exit_code = EXIT_OOM
-        finally:
-            recipe.close()
+        job = to_job_config(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        _exit_code = UserError.exit_code
-
-
-def main() -> None:
+        return UserError.exit_code
+    recipe = None
     try:
-        precheck_overrides(sys.argv[1:])
+        recipe = Recipe(job, OmegaConf.to_yaml(cfg, resolve=True), hooks)
+        return recipe.train()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(UserError.exit_code)
+        return UserError.exit_code
+    except (torch.OutOfMemoryError, MemoryError) as oom:
+        eng = recipe.engine if recipe is not None else None
+        msg = oom_message(
+            job,
+            rank=eng.rank if eng else 0,
+            step=(recipe.step + 1) if recipe is not None else 1,
+            ds_config=eng.ds_config if eng else None,
+            cuda=eng.cuda if eng else False,
+        )
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        try:  # the error file's traceback (shown in the launcher's summary) ends with the advice
+            raise RuntimeError(msg) from oom
+        except RuntimeError as advice:
+            get_error_handler().record_exception(advice)
+        return EXIT_OOM
+    finally:
+        close_distributed(recipe.engine if recipe is not None else None)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+@_record
+def run(cfg: DictConfig) -> None:
+    _EXIT_CODES.append(train_job(cfg, _HOOKS[0] if _HOOKS else None))
+
+
+def main(hooks: StepHooks | None = None) -> None:
+    _HOOKS[:] = [hooks] if hooks is not None else []
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us: one line, not Hydra's text
     pin_hydra_run_dir(sys.argv)
-    run()
-    sys.exit(_exit_code)
+    try:
+        run()
+    except Exception as e:
+        line = error_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        sys.exit(UserError.exit_code)
+    sys.exit(next((c for c in _EXIT_CODES if c != 0), 0))
 
 
 def pin_hydra_run_dir(argv: list[str]) -> None:

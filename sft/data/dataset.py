@@ -3,9 +3,12 @@
     rows (file/folder/hub/demo/builder)
       -> messages (formats.py; bad rows counted by reason, fail past data.max_bad_fraction)
       -> ids + trained-token mask (tokenize.py; datasets.map: cached by fingerprint, num_proc, progress)
-      -> flat arrays `ids`, `mask`, per-row `offsets`
+      -> flat arrays `ids`, `mask`, shifted `targets` (targets.py), per-row `offsets`
       -> pieces (row, start, end) after the overlong policy (truncate | drop | split)
       -> train / validation pieces (val_path, or a seeded val_fraction of rows)
+
+`data.limit` keeps the first N rows of `data.path`; the rows of `data.val_path` are never cut
+by it and never become training rows.
 
 Invariant: every row read is either in exactly one piece list (train or val) or counted in the
 report under one reason; `report.counts` adds up to the number of rows read, and no piece without
@@ -21,12 +24,18 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sft.data.concat import split_overlong
 from sft.data.formats import RowError, to_messages
 from sft.data.sources import BadRow, read_rows
+from sft.data.targets import has_target, row_targets
 from sft.errors import UserError
+
+if TYPE_CHECKING:
+    from sft.config import DataConfig
 
 log = logging.getLogger(__name__)
 TOKENIZE_VERSION = "1"  # bump when tokenization logic changes, to invalidate caches
@@ -34,17 +43,17 @@ TOKENIZE_VERSION = "1"  # bump when tokenization logic changes, to invalidate ca
 
 @dataclass
 class TokenArrays:
-    """Concatenated token ids and trained-token mask of all rows; row r is offsets[r]:offsets[r+1]."""
+    """Concatenated tokens of all rows; row r is offsets[r]:offsets[r+1].
+
+    ids: token ids; mask: trained tokens (for display); targets: what each position is trained
+    to predict (-100 = nothing), made once by `sft.data.targets.row_targets`.
+    """
 
     ids: np.ndarray  # int32 [total]
     mask: np.ndarray  # bool [total]
+    targets: np.ndarray  # int32 [total]
     offsets: np.ndarray  # int64 [n_rows + 1]
     row_ids: list[str]
-
-    def labels(self, a: int, b: int) -> np.ndarray:
-        out = self.ids[a:b].astype(np.int64)
-        out[~self.mask[a:b]] = -100
-        return out
 
 
 @dataclass
@@ -153,7 +162,7 @@ def _tokenize_rows(
 
 def _apply_overlong(
     lengths: np.ndarray,
-    mask: np.ndarray,
+    targets: np.ndarray,
     offsets: np.ndarray,
     max_length: int,
     policy: str,
@@ -176,13 +185,12 @@ def _apply_overlong(
                 cand = [(a, a + max_length)]
             else:  # split
                 report.add("split", where[r])
-                cand = [(s, min(s + max_length, a + n)) for s in range(a, a + n, max_length)]
+                cand = [(a + s, a + e) for _, s, e in split_overlong(np.array([n]), max_length)]
         else:
             cand = [(a, a + n)]
         kept = 0
         for s, e in cand:
-            # the first token of a piece is never a target (no context), so look from s + 1
-            if mask[s + 1 : e].any():
+            if has_target(targets, s, e):
                 pieces.append((r, s, e))
                 kept += 1
         if kept == 0:
@@ -224,112 +232,90 @@ def _check_bad(
 
 
 def prepare_data(
-    tokenizer,
-    *,
-    path: str,
-    split: str = "train",
-    fmt: str = "auto",
-    val_path: str = "",
-    val_fraction: float = 0.0,
-    val_max_samples: int = 256,
-    max_length: int = 2048,
-    overlong: str = "truncate",
-    train_on: str = "assistant",
-    limit: int = 0,
-    num_proc: int = 1,
-    max_bad_fraction: float = 0.0,
-    system_prompt: str | None = None,
-    demo_size: int = 3000,
-    builder: str = "",
-    builder_args: dict | None = None,
-    seed: int = 0,
-    progress: bool = True,
+    tokenizer, data: DataConfig, seed: int = 0, *, progress: bool = True
 ) -> PreparedData:
-    """Everything the planner needs, from plain arguments (see the module docstring)."""
+    """Everything the planner needs, from the data config (see the module docstring)."""
     report = DataReport()
-    raw = read_rows(path, split, builder, builder_args, demo_size)
-    n_val_rows = 0
-    if val_path:
-        val_raw = read_rows(val_path, split)
-        n_val_rows = len(val_raw.rows) + len(val_raw.bad)
+    raw = read_rows(data.path, data.split, data.builder, dict(data.builder_args), data.demo_size)
+    if data.limit:
+        raw.rows = raw.rows[: data.limit]
+    n_train_rows = len(raw.rows)
+    sources = [raw.source]
+    if data.val_path:
+        val_raw = read_rows(data.val_path, data.split)
         raw.rows = raw.rows + val_raw.rows
         raw.bad = raw.bad + val_raw.bad
-    if limit:
-        raw.rows = raw.rows[:limit]
+        sources.append(val_raw.source)
     bad: list[BadRow] = list(raw.bad)
     msgs, where, is_val = [], [], []
-    n_train_rows = len(raw.rows) - (len(val_raw.rows) if val_path else 0)
     for i, row in enumerate(raw.rows):
         try:
-            msgs.append(to_messages(row, fmt, system_prompt))
+            msgs.append(to_messages(row, data.format, data.system_prompt))
             where.append(row["_where"])
             is_val.append(i >= n_train_rows)
         except RowError as e:
             bad.append(BadRow(row["_where"], e.reason, e.detail))
     report.rows_read = len(raw.rows) + len(raw.bad)
-    sources = [raw.source] + ([val_raw.source] if val_path else [])
-    _check_bad(bad, report.rows_read, max_bad_fraction, sources)  # fail early: the count only grows
+    max_bad = data.max_bad_fraction
+    _check_bad(bad, report.rows_read, max_bad, sources)  # fail early: the count only grows
     if not msgs:
-        raise UserError(
-            f"no usable rows in {raw.source}"
-            + (f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else "")
-        )
+        first = f" (first problem: {bad[0].where}: {bad[0].reason})" if bad else ""
+        raise UserError(f"no usable rows in {raw.source}{first}")
 
     key = hashlib.sha256(
         json.dumps(
-            [TOKENIZE_VERSION, _tokenizer_fingerprint(tokenizer), train_on, [m for m in msgs]],
+            [TOKENIZE_VERSION, _tokenizer_fingerprint(tokenizer), data.train_on, msgs],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:24]
-    ids_list, mask_list, errors = _tokenize_rows(msgs, tokenizer, train_on, num_proc, key, progress)
+    ids_list, mask_list, errors = _tokenize_rows(
+        msgs, tokenizer, data.train_on, data.num_proc, key, progress
+    )
     keep = []
     for i, err in enumerate(errors):
         if err:
             bad.append(BadRow(where[i], err))
         else:
             keep.append(i)
-    _check_bad(bad, report.rows_read, max_bad_fraction, sources)
+    _check_bad(bad, report.rows_read, max_bad, sources)
 
     lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
     offsets = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    ids = (
+        np.concatenate([ids_list[i] for i in keep]).astype(np.int32)
+        if keep
+        else np.zeros(0, np.int32)
+    )
+    mask = np.concatenate([mask_list[i] for i in keep]).astype(bool) if keep else np.zeros(0, bool)
     tokens = TokenArrays(
-        ids=np.concatenate([ids_list[i] for i in keep]).astype(np.int32)
-        if keep
-        else np.zeros(0, np.int32),
-        mask=np.concatenate([mask_list[i] for i in keep]).astype(bool)
-        if keep
-        else np.zeros(0, bool),
+        ids=ids,
+        mask=mask,
+        targets=row_targets(ids, mask, offsets),
         offsets=offsets,
         row_ids=[where[i] for i in keep],
     )
-    kept_where = [where[i] for i in keep]
+    kept_where = tokens.row_ids
     kept_is_val = np.array([is_val[i] for i in keep], dtype=bool)
 
     rows = np.arange(len(keep))
-    if val_path:
+    if data.val_path:
         train_rows, val_rows = rows[~kept_is_val], rows[kept_is_val]
-    elif val_fraction > 0:
+    elif data.val_fraction > 0:
         perm = np.random.default_rng(seed + 7919).permutation(len(rows))
-        n_val = min(max(1, round(val_fraction * len(rows))), val_max_samples or len(rows))
+        n_val = min(max(1, round(data.val_fraction * len(rows))), data.val_max_samples or len(rows))
         val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     else:
         train_rows, val_rows = rows, rows[:0]
     train = _apply_overlong(
-        lengths, tokens.mask, offsets, max_length, overlong, train_rows, kept_where, report, bad
-    )
+        lengths, tokens.targets, offsets, data.max_length, data.overlong, train_rows, kept_where,
+        report, bad,
+    )  # fmt: skip
     val = _apply_overlong(
-        lengths,
-        tokens.mask,
-        offsets,
-        max_length,
-        "truncate",
-        val_rows,
-        kept_where,
-        DataReport(),
-        bad,
-    )
-    _check_bad(bad, report.rows_read, max_bad_fraction, sources)
+        lengths, tokens.targets, offsets, data.max_length, "truncate", val_rows, kept_where,
+        DataReport(), bad,
+    )  # fmt: skip
+    _check_bad(bad, report.rows_read, max_bad, sources)
     for b in bad:
         report.add(b.reason, b.where)
     if bad:
@@ -344,5 +330,4 @@ def prepare_data(
         )
     report.counts["train_pieces"] = len(train)
     report.counts["val_pieces"] = len(val)
-    del n_val_rows
     return PreparedData(tokens=tokens, train=train, val=val, report=report)

@@ -7,7 +7,7 @@ total length is <= `capacity`, and no sample is truncated or dropped. The same i
 give the same packs, in the same order, in any process. Invalid input (a length <= 0 or
 > capacity, capacity <= 0, an unknown strategy) raises `PackingError`, a `ValueError` and a
 `sft.errors.UserError` at once; samples longer than `capacity` must be cut first with
-`split_overlong`.
+`sft.data.concat.split_overlong`.
 
 Example, capacity 8, strategy "bfd" (sorted by length: 7, 5, 4, 3, 2, 1)::
 
@@ -34,11 +34,10 @@ Strategies:
 - ``next_fit``: dataset order, one open pack; a sample that does not fit closes it.
 
 Packs are numbered in creation order; inside a pack, indices are in placement order.
-`seed` only affects ``first_fit_shuffle`` (and `concat_chunks`).
+`seed` only affects ``first_fit_shuffle``.
 
-Also here: `concat_chunks` (the paper's "random packing": shuffle, concatenate, cut every
-`capacity` tokens, samples split across chunks, nothing dropped), `split_overlong` (cut samples
-longer than `capacity` into fragments) and `pack_stats`.
+`PackStrategy` lists every `collator.strategy`: the four above plus ``random_concat``, the seed
+paper's "random packing", which cuts samples instead of packing them (sft/data/concat.py).
 """
 
 from __future__ import annotations
@@ -50,9 +49,22 @@ from numbers import Integral
 
 import numpy as np
 
+from sft.choice import Choice
 from sft.errors import UserError
 
-STRATEGIES = ("bfd", "ffd", "first_fit_shuffle", "next_fit")
+
+class PackStrategy(Choice):
+    """`collator.strategy`: how packing fills rows (the one list of strategies)."""
+
+    bfd = "bfd"
+    ffd = "ffd"
+    first_fit_shuffle = "first_fit_shuffle"
+    next_fit = "next_fit"
+    random_concat = "random_concat"
+
+
+# the strategies `pack` plans; random_concat is planned by sft.data.concat.concat_chunks
+STRATEGIES = tuple(s.value for s in PackStrategy if s is not PackStrategy.random_concat)
 
 # Gaps of at most this many packs are scanned in Python; longer ones with numpy.
 _SCAN_IN_PYTHON = 128
@@ -130,64 +142,6 @@ def pack_stats(lengths: np.ndarray, packs: list[np.ndarray], capacity: int) -> P
     )
 
 
-def concat_chunks(
-    lengths: np.ndarray, capacity: int, seed: int = 0
-) -> list[list[tuple[int, int, int]]]:
-    """Shuffle samples with `seed`, concatenate them and cut every `capacity` tokens.
-
-    The order is `np.random.default_rng(seed).permutation(len(lengths))`.
-    Returns, per chunk, its fragments `(sample_index, start, end)` (token offsets inside the
-    sample, end exclusive) in concatenation order. Every token of every sample lies in exactly
-    one fragment; all chunks hold exactly `capacity` tokens except possibly the last (the tail
-    is kept). Samples longer than `capacity` are allowed.
-    """
-    capacity = _check_capacity(capacity)
-    lengths = _as_lengths(lengths)
-    if lengths.size == 0:
-        return []
-    _check_range(lengths, None)
-    perm = np.random.default_rng(seed).permutation(lengths.size)
-    lens = lengths[perm]
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    first = starts // capacity
-    n_frag = (ends - 1) // capacity - first + 1
-    owner = np.repeat(np.arange(lens.size), n_frag)  # position in the shuffled order
-    frag_first = np.cumsum(n_frag) - n_frag
-    chunk = first[owner] + (np.arange(owner.size) - frag_first[owner])
-    g_start = np.maximum(starts[owner], chunk * capacity)
-    g_end = np.minimum(ends[owner], (chunk + 1) * capacity)
-    frags = list(
-        zip(
-            perm[owner].tolist(),
-            (g_start - starts[owner]).tolist(),
-            (g_end - starts[owner]).tolist(),
-        )
-    )
-    cuts = (np.flatnonzero(np.diff(chunk)) + 1).tolist()
-    return [frags[a:b] for a, b in zip([0, *cuts], [*cuts, len(frags)])]
-
-
-def split_overlong(lengths: np.ndarray, capacity: int) -> list[tuple[int, int, int]]:
-    """Cut each sample into consecutive fragments `(sample_index, start, end)` of <= capacity.
-
-    A sample of length <= capacity gives the single fragment `(i, 0, length)`; a longer one gives
-    `ceil(length / capacity)` fragments, all of exactly `capacity` tokens except the last.
-    Fragments are ordered by sample, then by start.
-    """
-    capacity = _check_capacity(capacity)
-    lengths = _as_lengths(lengths)
-    if lengths.size == 0:
-        return []
-    _check_range(lengths, None)
-    n_frag = -(-lengths // capacity)
-    owner = np.repeat(np.arange(lengths.size), n_frag)
-    k = np.arange(owner.size) - (np.cumsum(n_frag) - n_frag)[owner]
-    start = k * capacity
-    end = np.minimum(start + capacity, lengths[owner])
-    return list(zip(owner.tolist(), start.tolist(), end.tolist()))
-
-
 # --------------------------------------------------------------------------- input checks
 
 
@@ -221,7 +175,7 @@ def _check_range(lengths: np.ndarray, capacity: int | None) -> None:
         )
     raise PackingError(
         f"sample {i} has length {int(lengths[i])} > capacity {capacity}{more}; "
-        "cut long samples with split_overlong or drop them before packing"
+        "cut long samples with sft.data.concat.split_overlong or drop them before packing"
     )
 
 
@@ -435,12 +389,4 @@ def _split(values: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:
     return [values[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-__all__ = [
-    "STRATEGIES",
-    "PackStats",
-    "PackingError",
-    "concat_chunks",
-    "pack",
-    "pack_stats",
-    "split_overlong",
-]
+__all__ = ["STRATEGIES", "PackStats", "PackStrategy", "PackingError", "pack", "pack_stats"]

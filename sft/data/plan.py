@@ -1,31 +1,35 @@
 """The epoch plan: which samples go into which row, micro-batch, rank and optimizer step.
 
-A plan is a pure function of (pieces, collator kind, sizes, world size, seed, epoch), so every rank
-computes the same plan without communication and a resumed run rebuilds it exactly.
+A plan is a pure function of (pieces, batching choice, sizes, world size, seed, epoch), so every
+rank computes the same plan without communication and a resumed run rebuilds it exactly. Each
+batching choice (sft/batching/) builds the rows of an epoch with one of the row builders below;
+`plan_steps` then cuts every choice's rows into steps the same way:
 
     pieces (row, start, end)                     one sample = one piece of the flat token arrays
-      padding / padding_free: shuffle -> rows of 1 piece -> micro-batches of `micro_batch_size` rows
-      packing (bfd|ffd|first_fit_shuffle|next_fit): pack(lengths) -> rows of whole pieces
-      packing random_concat: shuffle, concatenate, cut every `capacity` tokens -> rows of fragments
-    -> steps of world_size x grad_accum micro-batches, dealt to ranks largest-first in snake order
-       (starting one rank further every step) so every rank gets the same number of
+      sample_rows:  shuffle -> rows of 1 piece (padding, padding_free)
+      packed_rows:  pack(lengths) -> rows of whole pieces (bfd | ffd | first_fit_shuffle | next_fit)
+      concat_rows:  shuffle, concatenate, cut every `capacity` tokens -> rows of fragments
+    -> plan_steps: steps of world_size x grad_accum micro-batches, dealt to ranks largest-first in
+       snake order (starting one rank further every step) so every rank gets the same number of
        micro-batches and similar token counts, per step and over the epoch.
 
 A segment is (a, b, piece): tokens a:b of the flat arrays, from piece `piece`.
 
 Invariant: every token of every piece appears in exactly one segment of one step, except
-(a) fragments of random_concat that hold no trained target (counted in `dropped_fragments`) and
+(a) fragments of concat_rows that hold no trained target (counted in `dropped_fragments`) and
 (b) at most world_size - 1 samples at the very end of an epoch that cannot be spread evenly over
 the ranks (counted in `dropped_tail`; never with one process).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from sft.data.packing import concat_chunks, pack
+from sft.data.concat import concat_chunks
+from sft.data.packing import pack
+from sft.data.targets import has_target
 
 Segment = tuple[int, int, int]
 Row = list[Segment]
@@ -35,12 +39,10 @@ MicroBatch = list[Row]
 @dataclass
 class EpochPlan:
     steps: list[list[list[MicroBatch]]]  # step -> rank -> micro-batches
-    n_rows: int
-    capacity: int
-    dropped_tail: int = 0
-    dropped_fragments: int = 0
-    tokens: int = 0
-    stats: dict = field(default_factory=dict)
+    dropped_tail: int = 0  # samples of the epoch's uneven tail left out (several ranks only)
+    dropped_fragments: int = 0  # concat_rows fragments without a target
+    tokens: int = 0  # real tokens planned
+    pack_efficiency: float | None = None  # real tokens / (rows x capacity); packed rows only
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -50,60 +52,79 @@ def _rng(seed: int, epoch: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, salt])
 
 
-def _row_tokens(row: Row) -> int:
+def row_tokens(row: Row) -> int:
     return sum(b - a for a, b, _ in row)
 
 
-def build_rows(
+def _lengths(pieces: np.ndarray) -> np.ndarray:
+    return (pieces[:, 2] - pieces[:, 1]).astype(np.int64)
+
+
+def sample_rows(
     pieces: np.ndarray,
-    mask: np.ndarray,
     *,
-    kind: str,
+    seed: int,
+    epoch: int,
+    group_by_length: bool = False,
+    micro_batch_size: int = 1,
+) -> list[Row]:
+    """One piece per row, in a seeded order; `group_by_length` sorts inside windows of 64
+    micro-batches (longest first) and shuffles the micro-batches, to cut padding."""
+    n = len(pieces)
+    order = _rng(seed, epoch).permutation(n)
+    if group_by_length:
+        lengths = _lengths(pieces)
+        window = 64 * micro_batch_size
+        chunks = []
+        for w in range(0, n, window):
+            idx = order[w : w + window]
+            idx = idx[np.argsort(-lengths[idx], kind="stable")]
+            chunks += [idx[c : c + micro_batch_size] for c in range(0, len(idx), micro_batch_size)]
+        perm = _rng(seed, epoch, 1).permutation(len(chunks))
+        order = np.concatenate([chunks[i] for i in perm]) if chunks else order
+    return [[(int(pieces[i, 1]), int(pieces[i, 2]), int(i))] for i in order]
+
+
+def packed_rows(
+    pieces: np.ndarray,
+    *,
     capacity: int,
     strategy: str,
     seed: int,
     epoch: int,
-    replan_each_epoch: bool,
-    group_by_length: bool = False,
-    micro_batch_size: int = 1,
-) -> tuple[list[Row], int]:
-    """Rows for one epoch, in training order, and the number of fragments dropped (random_concat)."""
-    n = len(pieces)
-    lengths = (pieces[:, 2] - pieces[:, 1]).astype(np.int64)
-    if kind in ("padding", "padding_free"):
-        order = _rng(seed, epoch).permutation(n)
-        if group_by_length:
-            window = 64 * micro_batch_size
-            chunks = []
-            for w in range(0, n, window):
-                idx = order[w : w + window]
-                idx = idx[np.argsort(-lengths[idx], kind="stable")]
-                chunks += [
-                    idx[c : c + micro_batch_size] for c in range(0, len(idx), micro_batch_size)
-                ]
-            perm = _rng(seed, epoch, 1).permutation(len(chunks))
-            order = np.concatenate([chunks[i] for i in perm]) if chunks else order
-        return [[(int(pieces[i, 1]), int(pieces[i, 2]), int(i))] for i in order], 0
-    if strategy == "random_concat":
-        rows, dropped = [], 0
-        for chunk in concat_chunks(lengths, capacity, seed=seed * 100003 + epoch):
-            row = []
-            for i, s, e in chunk:
-                a = int(pieces[i, 1]) + int(s)
-                b = int(pieces[i, 1]) + int(e)
-                if mask[a + 1 : b].any():  # a fragment's first token is never a target
-                    row.append((a, b, int(i)))
-                else:
-                    dropped += 1
-            if row:
-                rows.append(row)
-        return rows, dropped
+    replan_each_epoch: bool = False,
+) -> list[Row]:
+    """Rows of whole pieces planned by `pack` (the packs are kept across epochs unless
+    `replan_each_epoch`), in a seeded order that changes every epoch."""
     packs = pack(
-        lengths, capacity, strategy=strategy, seed=seed + (epoch if replan_each_epoch else 0)
+        _lengths(pieces),
+        capacity,
+        strategy=strategy,
+        seed=seed + (epoch if replan_each_epoch else 0),
     )
     rows = [[(int(pieces[i, 1]), int(pieces[i, 2]), int(i)) for i in p] for p in packs]
     order = _rng(seed, epoch).permutation(len(rows))
-    return [rows[i] for i in order], 0
+    return [rows[i] for i in order]
+
+
+def concat_rows(
+    pieces: np.ndarray, targets: np.ndarray, *, capacity: int, seed: int, epoch: int
+) -> tuple[list[Row], int]:
+    """The seed paper's random packing: rows of fragments, and how many fragments were dropped
+    because they hold no target (see sft/data/targets.py)."""
+    rows, dropped = [], 0
+    for chunk in concat_chunks(_lengths(pieces), capacity, seed=seed * 100003 + epoch):
+        row = []
+        for i, s, e in chunk:
+            a = int(pieces[i, 1]) + int(s)
+            b = int(pieces[i, 1]) + int(e)
+            if has_target(targets, a, b):
+                row.append((a, b, int(i)))
+            else:
+                dropped += 1
+        if row:
+            rows.append(row)
+    return rows, dropped
 
 
 def _deal(
@@ -114,7 +135,7 @@ def _deal(
     The snake starts at rank `rotate % world_size` (the step index), so no rank always gets the
     largest micro-batch of every step.
     """
-    sizes = [sum(_row_tokens(r) for r in mb) for mb in micro_batches]
+    sizes = [sum(row_tokens(r) for r in mb) for mb in micro_batches]
     order = sorted(range(len(micro_batches)), key=lambda i: (-sizes[i], i))
     ranks: list[list[MicroBatch]] = [[] for _ in range(world_size)]
     for k, i in enumerate(order):
@@ -124,34 +145,17 @@ def _deal(
     return ranks
 
 
-def plan_epoch(
-    pieces: np.ndarray,
-    mask: np.ndarray,
+def plan_steps(
+    rows: list[Row],
     *,
-    kind: str,
     micro_batch_size: int,
     grad_accum: int,
     world_size: int,
-    seed: int,
-    epoch: int,
-    capacity: int,
-    strategy: str = "bfd",
-    replan_each_epoch: bool = False,
-    group_by_length: bool = False,
+    capacity: int | None = None,
+    dropped_fragments: int = 0,
 ) -> EpochPlan:
-    """The full plan of one epoch (see the module docstring)."""
-    rows, dropped_fragments = build_rows(
-        pieces,
-        mask,
-        kind=kind,
-        capacity=capacity,
-        strategy=strategy,
-        seed=seed,
-        epoch=epoch,
-        replan_each_epoch=replan_each_epoch,
-        group_by_length=group_by_length,
-        micro_batch_size=micro_batch_size,
-    )
+    """Cut an epoch's rows into optimizer steps (see the module docstring). With `capacity`, the
+    rows are packs of that many tokens and the plan reports its pack efficiency."""
     per_step_rows = micro_batch_size * grad_accum * world_size
     n_full = len(rows) // per_step_rows
     steps = []
@@ -181,16 +185,11 @@ def plan_epoch(
                     for rk in by_rank
                 ]
             )
-    tokens = sum(_row_tokens(r) for st in steps for rk in st for mb in rk for r in mb)
+    tokens = sum(row_tokens(r) for st in steps for rk in st for mb in rk for r in mb)
     plan = EpochPlan(
-        steps=steps,
-        n_rows=len(rows),
-        capacity=capacity,
-        dropped_tail=dropped_tail,
-        dropped_fragments=dropped_fragments,
-        tokens=tokens,
+        steps=steps, dropped_tail=dropped_tail, dropped_fragments=dropped_fragments, tokens=tokens
     )
-    if kind == "packing":
+    if capacity is not None:
         n_row_slots = sum(len(mb) for st in steps for rk in st for mb in rk)
-        plan.stats["pack_efficiency"] = tokens / max(n_row_slots * capacity, 1)
+        plan.pack_efficiency = tokens / max(n_row_slots * capacity, 1)
     return plan

@@ -1,8 +1,8 @@
 """Load the model and tokenizer a run asks for, and pick an attention backend that isolates.
 
 Invariant: the returned model has `config.use_cache == False` (a cache in training silently turns
-off transformers' packed-sequence detection) and an attention implementation that keeps packed
-samples apart for the chosen collator; a combination that would leak is refused with one line.
+off transformers' packed-sequence detection) and an attention implementation that can run here;
+the batching choice (sft/batching/) says which backend isolates its rows.
 """
 
 from __future__ import annotations
@@ -10,25 +10,32 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from sft.errors import UserError
 from sft.models.attention import register_varlen
 
+if TYPE_CHECKING:
+    from sft.config import ModelConfig
+
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_attn_implementation(
-    requested: str, collator: str, cuda: bool, training: bool = True
+    requested: str, auto: str, cuda: bool, training: bool = True
 ) -> str:
-    """The backend to use; refuses combinations that cannot run or would leak across samples."""
-    has_flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    """The backend to use; refuses combinations that cannot run.
+
+    `auto` is what the batching choice prefers when `requested` is "auto" (sft/batching/): sdpa
+    for one sample per row, varlen for packed rows (flash_attention_2 instead when flash-attn is
+    installed on CUDA).
+    """
     if requested == "auto":
-        if collator == "padding":
-            return "sdpa"
-        return "flash_attention_2" if has_flash else "varlen"
+        has_flash = cuda and importlib.util.find_spec("flash_attn") is not None
+        return "flash_attention_2" if auto == "varlen" and has_flash else auto
     if requested in ("flash_attention_2", "flash_attention_3"):
         if not cuda:
             raise UserError(
@@ -47,10 +54,13 @@ def resolve_attn_implementation(
     return requested
 
 
-def load_tokenizer(
-    name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None
-):
-    """The model's tokenizer (pad = eos when it has none), with a chat template it can render."""
+def load_tokenizer(model: ModelConfig):
+    """The model's tokenizer (pad = eos when it has none), with the chat template the run uses
+    (`model.chat_template` when set). Every command that tokenizes calls this one function."""
+    return _tokenizer(model.name_or_path, model.trust_remote_code, model.chat_template)
+
+
+def _tokenizer(name_or_path: str, trust_remote_code: bool, chat_template: str | None):
     from transformers import AutoTokenizer
 
     if name_or_path == "tiny":

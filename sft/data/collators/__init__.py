@@ -1,25 +1,21 @@
-"""Collators turn a planned micro-batch (rows of segments) into model inputs plus bookkeeping."""
+"""Collators turn a planned micro-batch (rows of segments) into model inputs plus bookkeeping.
 
+Each batching choice (sft/batching/) picks its collator; every collator is called as
+`collate(rows, tokens) -> (batch, BatchMeta)` and emits `input_ids`, `targets` (already shifted,
+sft/data/targets.py), `seq_idx` and what its attention needs.
+"""
+
+from sft.data.collators.common import BatchMeta, Tokens
+from sft.data.collators.leaky_packing import LeakyPackingCollator
 from sft.data.collators.packing import PackingCollator
 from sft.data.collators.padding import PaddingCollator
 from sft.data.collators.padding_free import PaddingFreeCollator
 
-__all__ = ["PackingCollator", "PaddingCollator", "PaddingFreeCollator", "build_collator"]
-
-
-def build_collator(
-    kind: str,
-    *,
-    pad_id: int,
-    pad_to_multiple_of: int = 1,
-    flatten: bool = True,
-    isolate: bool = True,
-):
-    """The collator for `collator.name`, from plain arguments."""
-    if kind == "padding":
-        return PaddingCollator(pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
-    if kind == "padding_free":
-        return PaddingFreeCollator(pad_id=pad_id)
-    return PackingCollator(
-        pad_id=pad_id, flatten=flatten, isolate=isolate, pad_to_multiple_of=pad_to_multiple_of
-    )
+__all__ = [
+    "BatchMeta",
+    "LeakyPackingCollator",
+    "PackingCollator",
+    "PaddingCollator",
+    "PaddingFreeCollator",
+    "Tokens",
+]

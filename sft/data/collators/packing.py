@@ -3,8 +3,9 @@
     pack = A[a0 a1 a2] + B[b0 b1] + C[c0 c1 c2]      (flatten=True: one row, no padding)
     input_ids     [a0 a1 a2 b0 b1 c0 c1 c2]
     position_ids  [0  1  2  0  1  0  1  2 ]           restart at 0 for every sample (RoPE)
-    labels        [-  a1 a2 -  b1 -  c1 c2]           first token of every sample masked:
-                                                      no target crosses a boundary
+    targets       [a1 a2 -  b1 -  c1 c2 - ]           last position of every sample -100
+                                                      (sft/data/targets.py): no target
+                                                      crosses a boundary
     seq_idx       [0  0  0  1  1  2  2  2 ]
     cu_seq_lens_q = cu_seq_lens_k = [0 3 5 8], max_length_q = max_length_k = 3
 
@@ -16,9 +17,8 @@
 No `attention_mask` is ever emitted: transformers' sdpa/eager paths then build the block-diagonal
 mask from the position-id restarts, and varlen/flash paths use cu_seq_lens. With flatten=False
 (sdpa/eager, several packs per micro-batch) each pack is a row, padded to the longest pack; the
-padding forms a segment of its own (positions restart, labels -100), so it is isolated too.
-`isolate=False` reproduces the leaky setup of the seed paper's code: an all-ones attention mask and
-running positions, so samples attend to earlier samples in the row (for comparison only).
+padding forms a segment of its own (positions restart, targets -100), so it is isolated too.
+The leaky setup of the seed paper's code is a collator of its own (leaky_packing.py).
 
 Invariant: every segment's tokens appear once, in order, with positions 0..len-1; cu_seq_lens
 (over the flattened rows, padding segments included) sum to the number of positions.
@@ -29,20 +29,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sft.data.collators.common import BatchMeta
+from sft.data.collators.common import BatchMeta, Tokens
+from sft.data.targets import segment_targets
 
 
 class PackingCollator:
-    def __init__(
-        self, pad_id: int, flatten: bool = True, isolate: bool = True, pad_to_multiple_of: int = 1
-    ) -> None:
+    def __init__(self, pad_id: int, flatten: bool = True, pad_to_multiple_of: int = 1) -> None:
         self.pad_id = pad_id
         self.flatten = flatten
-        self.isolate = isolate
         self.multiple = pad_to_multiple_of
 
     def __call__(
-        self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of
+        self, rows: list[list[tuple[int, int, int]]], tokens: Tokens
     ) -> tuple[dict, BatchMeta]:
         if self.flatten:
             rows = [[seg for row in rows for seg in row]]
@@ -52,7 +50,7 @@ class PackingCollator:
             width = -(-width // self.multiple) * self.multiple
         n_rows = len(rows)
         input_ids = np.full((n_rows, width), self.pad_id, dtype=np.int64)
-        labels = np.full((n_rows, width), -100, dtype=np.int64)
+        targets = np.full((n_rows, width), -100, dtype=np.int64)
         position_ids = np.zeros((n_rows, width), dtype=np.int64)
         seq_idx = np.full((n_rows, width), -1, dtype=np.int64)
         seg_lens: list[int] = []
@@ -62,9 +60,8 @@ class PackingCollator:
             pos = 0
             for a, b, piece in row:
                 n = b - a
-                input_ids[r, pos : pos + n] = ids[a:b]
-                labels[r, pos : pos + n] = labels_of(a, b)
-                labels[r, pos] = -100
+                input_ids[r, pos : pos + n] = tokens.ids[a:b]
+                targets[r, pos : pos + n] = segment_targets(tokens.targets, a, b)
                 position_ids[r, pos : pos + n] = np.arange(n)
                 seq_idx[r, pos : pos + n] = s
                 seg_lens.append(n)
@@ -74,29 +71,21 @@ class PackingCollator:
             if pos < width:  # padding segment of its own
                 position_ids[r, pos:] = np.arange(width - pos)
                 seg_lens.append(width - pos)
-        tokens = int(sum(row_lens))
+        real = int(sum(row_lens))
         meta = BatchMeta(
             samples=len(set(piece_ids)),
-            tokens=tokens,
-            pad_tokens=input_ids.size - tokens,
-            targets=BatchMeta.count_targets(labels),
+            tokens=real,
+            pad_tokens=input_ids.size - real,
+            targets=BatchMeta.count_targets(targets),
             piece_ids=piece_ids,
         )
-        if not self.isolate:
-            batch = {
-                "input_ids": torch.from_numpy(input_ids),
-                "labels": torch.from_numpy(labels),
-                "attention_mask": torch.ones_like(torch.from_numpy(input_ids)),
-                "seq_idx": torch.from_numpy(seq_idx),
-            }
-            return batch, meta
         cu = np.zeros(len(seg_lens) + 1, dtype=np.int32)
         np.cumsum(seg_lens, out=cu[1:])
         cu_t = torch.from_numpy(cu)
         max_len = int(max(seg_lens))
         batch = {
             "input_ids": torch.from_numpy(input_ids),
-            "labels": torch.from_numpy(labels),
+            "targets": torch.from_numpy(targets),
             "position_ids": torch.from_numpy(position_ids),
             "seq_idx": torch.from_numpy(seq_idx),
             "cu_seq_lens_q": cu_t,

@@ -3,11 +3,11 @@
     samples  A = [a0 a1 a2]   B = [b0 b1 b2 b3 b4]
     input_ids       [[a0 a1 a2 P  P ]      attention_mask [[1 1 1 0 0]
                      [b0 b1 b2 b3 b4]]                     [1 1 1 1 1]]
-    labels          [[-  a1 a2 -  - ]      (- = -100: pads and untrained tokens; the first token
-                     [-  b1 -  b3 b4]]      of a row is never a target)
+    targets         [[a1 a2 -  -  - ]      (- = -100: pads, untrained tokens and the last
+                     [b1 -  b3 b4 - ]]      position of a sample; sft/data/targets.py)
 
 Invariant: row i holds exactly sample i's tokens followed by pads; every pad has attention 0 and
-label -100; the row length is the longest sample rounded up to `pad_to_multiple_of`.
+target -100; the row length is the longest sample rounded up to `pad_to_multiple_of`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sft.data.collators.common import BatchMeta
+from sft.data.collators.common import BatchMeta, Tokens
+from sft.data.targets import segment_targets
 
 
 class PaddingCollator:
@@ -24,35 +25,34 @@ class PaddingCollator:
         self.multiple = pad_to_multiple_of
 
     def __call__(
-        self, rows: list[list[tuple[int, int, int]]], ids: np.ndarray, labels_of
+        self, rows: list[list[tuple[int, int, int]]], tokens: Tokens
     ) -> tuple[dict, BatchMeta]:
         lens = [sum(b - a for a, b, _ in row) for row in rows]
         width = -(-max(lens) // self.multiple) * self.multiple
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        labels = np.full((len(rows), width), -100, dtype=np.int64)
+        targets = np.full((len(rows), width), -100, dtype=np.int64)
         attn = np.zeros((len(rows), width), dtype=np.int64)
         seq_idx = np.full((len(rows), width), -1, dtype=np.int64)
         piece_ids = []
         for r, row in enumerate(rows):
             ((a, b, piece),) = row  # one sample per row
             n = b - a
-            input_ids[r, :n] = ids[a:b]
-            labels[r, :n] = labels_of(a, b)
-            labels[r, 0] = -100
+            input_ids[r, :n] = tokens.ids[a:b]
+            targets[r, :n] = segment_targets(tokens.targets, a, b)
             attn[r, :n] = 1
             seq_idx[r, :n] = r
             piece_ids.append(piece)
-        tokens = int(sum(lens))
+        real = int(sum(lens))
         meta = BatchMeta(
             samples=len(rows),
-            tokens=tokens,
-            pad_tokens=input_ids.size - tokens,
-            targets=BatchMeta.count_targets(labels),
+            tokens=real,
+            pad_tokens=input_ids.size - real,
+            targets=BatchMeta.count_targets(targets),
             piece_ids=piece_ids,
         )
         batch = {
             "input_ids": torch.from_numpy(input_ids),
-            "labels": torch.from_numpy(labels),
+            "targets": torch.from_numpy(targets),
             "attention_mask": torch.from_numpy(attn),
             "seq_idx": torch.from_numpy(seq_idx),
         }

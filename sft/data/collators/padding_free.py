@@ -16,7 +16,7 @@ from sft.data.collators.packing import PackingCollator
 
 class PaddingFreeCollator:
     def __init__(self, pad_id: int) -> None:
-        self._flat = PackingCollator(pad_id=pad_id, flatten=True, isolate=True)
+        self._flat = PackingCollator(pad_id=pad_id, flatten=True)
 
-    def __call__(self, rows, ids, labels_of):
-        return self._flat(rows, ids, labels_of)
+    def __call__(self, rows, tokens):
+        return self._flat(rows, tokens)

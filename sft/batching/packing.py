@@ -1,0 +1,137 @@
+"""`collator=packing`: samples packed into rows of `pack_length` tokens that never see each other.
+
+    pieces  A[3] B[2] C[3] D[4] E[2]        capacity 8, strategy bfd
+    rows    [D D D D C C C .]  [A A A B B E E .]       (. = room left; no padding computed with
+    attention per sample (varlen cu_seq_lens, or a block-diagonal mask), positions restart at 0
+
+`strategy=random_concat` is the seed paper's random packing: shuffle, concatenate, cut every
+`pack_length` tokens (fragments without a target are dropped and counted).
+
+Invariant: no attention, position or target crosses a sample boundary in a row; every token
+of every piece is in exactly one row per epoch (random_concat: except counted target-less
+fragments); a row holds at most `capacity` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sft.batching.base import FLAT_ATTENTION, Collate
+from sft.data.packing import PackStrategy
+from sft.data.plan import Row, concat_rows, packed_rows, plan_steps
+from sft.errors import UserError
+
+LABELS = {PackStrategy.random_concat: "random packing"}
+
+
+@dataclass
+class PackingConfig:
+    """Pack samples into rows of `pack_length` tokens; samples never attend to each other."""
+
+    name: str = "packing"
+    """The option's name, as written in config.yaml (set by the option, not by the user)."""
+    strategy: PackStrategy = PackStrategy.bfd
+    """How rows are filled: bfd (best-fit decreasing), ffd (the paper's greedy packing),
+    first_fit_shuffle, next_fit, or random_concat (the paper's random packing)."""
+    pack_length: int = 0
+    """Tokens per row; 0 = data.max_length. Must be >= data.max_length unless data.overlong=split."""
+    pad_to_multiple_of: int = 1
+    """Round the row length up to a multiple of this when rows are not flattened (sdpa, eager)."""
+    replan_each_epoch: bool = False
+    """Plan the packs anew with another seed every epoch (changes only first_fit_shuffle's)."""
+
+    def __post_init__(self) -> None:
+        if self.pack_length < 0:
+            raise UserError("collator.pack_length must be >= 0 (0 = data.max_length)")
+        if self.pad_to_multiple_of < 1:
+            raise UserError("collator.pad_to_multiple_of must be >= 1")
+
+    def check(self, data, model) -> None:
+        """pack_length >= data.max_length, or every sample could not fit a row."""
+        capacity = self.pack_length or data.max_length
+        if capacity < data.max_length and data.overlong != "split":
+            raise UserError(
+                f"collator.pack_length={capacity} < data.max_length={data.max_length}: samples "
+                "could not fit a pack; raise pack_length or lower data.max_length"
+            )
+
+    def build(self, max_length: int) -> Packing:
+        return Packing(
+            self.pack_length or max_length,
+            PackStrategy(self.strategy),
+            self.pad_to_multiple_of,
+            self.replan_each_epoch,
+        )
+
+
+class Packing:
+    def __init__(
+        self, capacity: int, strategy: PackStrategy, pad_to_multiple_of: int, replan: bool
+    ) -> None:
+        self.capacity = capacity
+        self.strategy = strategy
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.replan_each_epoch = replan
+
+    def attention(self, requested: str, cuda: bool) -> str:
+        from sft.models.build import resolve_attn_implementation
+
+        return resolve_attn_implementation(requested, "varlen", cuda)
+
+    def rows(self, pieces, targets, *, seed: int, epoch: int) -> tuple[list[Row], int]:
+        """The packed rows of an epoch and the number of dropped fragments (random_concat)."""
+        if self.strategy is PackStrategy.random_concat:
+            return concat_rows(pieces, targets, capacity=self.capacity, seed=seed, epoch=epoch)
+        rows = packed_rows(
+            pieces,
+            capacity=self.capacity,
+            strategy=self.strategy,
+            seed=seed,
+            epoch=epoch,
+            replan_each_epoch=self.replan_each_epoch,
+        )
+        return rows, 0
+
+    def plan(self, pieces, targets, *, micro_batch_size, grad_accum, world_size, seed, epoch):
+        rows, dropped = self.rows(pieces, targets, seed=seed, epoch=epoch)
+        return plan_steps(
+            rows,
+            micro_batch_size=micro_batch_size,
+            grad_accum=grad_accum,
+            world_size=world_size,
+            capacity=self.capacity,
+            dropped_fragments=dropped,
+        )
+
+    def eval_rows(self, pieces: np.ndarray, targets: np.ndarray) -> list[Row]:
+        # whole samples only: random_concat's validation rows are packed best-fit
+        strategy = (
+            PackStrategy.bfd if self.strategy is PackStrategy.random_concat else self.strategy
+        )
+        return packed_rows(pieces, capacity=self.capacity, strategy=strategy, seed=0, epoch=0)
+
+    def collator(self, pad_id: int, attn: str) -> Collate:
+        from sft.data.collators import PackingCollator
+
+        return PackingCollator(
+            pad_id=pad_id,
+            flatten=attn in FLAT_ATTENTION,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+
+    def describe(self) -> dict:
+        label = LABELS.get(self.strategy, "greedy packing")
+        return {
+            "collator": "packing",
+            "strategy": str(self.strategy),
+            "capacity": self.capacity,
+            "label": label,
+        }
+
+    def memory_rows(self, micro_batch_size: int, longest: int) -> tuple[int, int]:
+        return micro_batch_size, self.capacity
+
+    def oom_rows(self, micro_batch_size: int) -> tuple[str, str]:
+        return f"{micro_batch_size} packs of {self.capacity} tokens", "collator.pack_length"

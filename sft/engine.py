@@ -1,0 +1,119 @@
+"""The parallel engine of a run: Accelerate set up from the launcher, checked against the config.
+
+`setup_engine` builds the Accelerator (gloo process group on CPU, or DeepSpeed ranks each believe
+they are rank 0 of 1), runs the start-up check (sft/startup.py), makes the DeepSpeed config
+follow our batch sizes and clipping (one value in one place), and seeds every RNG.
+
+Invariant: the returned engine is the one `distributed.*` names, or a one-line UserError was raised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from sft.startup import check_setup, deepspeed_offload, env_world_size
+
+
+@dataclass(frozen=True)
+class Engine:
+    accelerator: Any  # accelerate.Accelerator
+    cuda: bool
+    world: int  # processes
+    rank: int
+    ds_config: dict | None  # the DeepSpeed config in use, if any
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def name(self) -> str:
+        """What checkpoints record and compare: e.g. MULTI_CPU, DEEPSPEED/zero3."""
+        acc = self.accelerator
+        ds = acc.state.deepspeed_plugin
+        return acc.distributed_type.value + (f"/zero{ds.zero_stage}" if ds is not None else "")
+
+    def all_reduce(self, values: list[float]) -> list[float]:
+        """Sum `values` over the ranks (float64), one collective."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        if self.world > 1:
+            t = self.accelerator.reduce(t, reduction="sum")
+        return t.tolist()
+
+
+def _use_cpu_env() -> bool:
+    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+
+
+def setup_engine(
+    *,
+    engine: str,
+    expect_processes: int,
+    zero_stage: int,
+    backend: str,
+    timeout_minutes: int,
+    grad_accum: int,
+    micro_batch_size: int,
+    max_grad_norm: float,
+    dtype: str,
+    seed: int,
+) -> Engine:
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+
+    cuda = torch.cuda.is_available() and not _use_cpu_env()
+    backend = backend if backend != "auto" else ("nccl" if cuda else "gloo")
+    launched = (env_world_size() or 1) > 1
+    handlers = (
+        [InitProcessGroupKwargs(backend=backend, timeout=timedelta(minutes=timeout_minutes))]
+        if launched
+        else []
+    )
+    acc = Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(dtype, "no"),
+        # cpu=True would make Accelerate drop DeepSpeed; DeepSpeed finds the CPU by itself
+        kwargs_handlers=handlers,
+        cpu=not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true",
+    )
+    ds = acc.state.deepspeed_plugin
+    check_setup(
+        expected=engine,
+        expect_processes=expect_processes,
+        expect_zero_stage=zero_stage,
+        distributed_type=acc.distributed_type.value,
+        num_processes=acc.num_processes,
+        zero_stage=int(ds.zero_stage) if ds is not None else 0,
+        env_world_size=env_world_size(),
+        cuda=cuda,
+        offload=deepspeed_offload(ds.deepspeed_config) if ds is not None else None,
+        use_cpu_env=_use_cpu_env(),
+    )
+    if ds is not None:  # one value in one place: our config owns batch sizes and clipping
+        conf = ds.deepspeed_config
+        conf["train_micro_batch_size_per_gpu"] = micro_batch_size
+        conf["gradient_accumulation_steps"] = grad_accum
+        conf["train_batch_size"] = micro_batch_size * grad_accum * acc.num_processes
+        conf["gradient_clipping"] = max_grad_norm
+        conf.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
+    set_seed(seed)
+    return Engine(
+        accelerator=acc,
+        cuda=cuda,
+        world=acc.num_processes,
+        rank=acc.process_index,
+        ds_config=ds.deepspeed_config if ds is not None else None,
+    )
+
+
+def close_distributed(engine: Engine | None) -> None:
+    """End trackers and destroy the process group (a live group at exit can abort the process)."""
+    if engine is not None:
+        engine.accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,73 @@
+"""`Epochs`: the plans of a run's epochs, the run's length in steps, and where a step falls.
+
+Plans are pure functions of the epoch (sft/data/plan.py), so they are rebuilt on demand: only
+the first and the current epochs' plans are kept, and each epoch's step count is cached.
+
+Invariant: `locate(s)` for s in [0, total_steps) gives (epoch, index) with
+sum(steps_in(e) for e < epoch) + index == s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sft.batching import Batching
+from sft.data.plan import EpochPlan
+
+
+class Epochs:
+    def __init__(
+        self,
+        batching: Batching,
+        pieces: np.ndarray,
+        targets: np.ndarray,
+        *,
+        micro_batch_size: int,
+        grad_accum: int,
+        world_size: int,
+        seed: int,
+        epochs: float,
+        max_steps: int,
+    ) -> None:
+        self.batching = batching
+        self.pieces = pieces
+        self.targets = targets
+        self.sizes = {
+            "micro_batch_size": micro_batch_size,
+            "grad_accum": grad_accum,
+            "world_size": world_size,
+        }
+        self.seed = seed
+        self._plans: dict[int, EpochPlan] = {}
+        self._steps: dict[int, int] = {}
+        if max_steps > 0:
+            self.total_steps = max_steps
+        else:
+            full, frac = int(epochs), epochs - int(epochs)
+            self.total_steps = sum(self.steps_in(e) for e in range(full)) + math.ceil(
+                frac * self.steps_in(full)
+            )
+
+    def plan(self, epoch: int) -> EpochPlan:
+        if epoch not in self._plans:
+            self._plans = {k: v for k, v in self._plans.items() if k == 0 or k >= epoch - 1}
+            self._plans[epoch] = self.batching.plan(
+                self.pieces, self.targets, seed=self.seed, epoch=epoch, **self.sizes
+            )
+        return self._plans[epoch]
+
+    def steps_in(self, epoch: int) -> int:
+        """Optimizer steps of an epoch."""
+        if epoch not in self._steps:
+            self._steps[epoch] = len(self.plan(epoch))
+        return self._steps[epoch]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, index in that epoch) of the 0-based optimizer step `step`."""
+        epoch = 0
+        while step >= self.steps_in(epoch):
+            step -= self.steps_in(epoch)
+            epoch += 1
+        return epoch, step

@@ -1,0 +1,150 @@
+"""`RunLog`: everything a run records about itself, in one object that keeps what it needs in memory.
+
+    metrics.jsonl     one line per logged step and per evaluation (rank 0; sft/metrics.py)
+    samples/rankR.jsonl  the pieces of every step of rank R (train.record_samples)
+    totals            samples, tokens, targets, pads, skipped steps, train seconds, last loss:
+                      saved in every checkpoint and restored on resume
+    summary.json      written once at the end, on every exit path (rank 0)
+
+Invariant: after a resume, metrics.jsonl and the samples ledger hold exactly one line per step
+(the trainer truncates them to the checkpoint's step before a RunLog opens them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sft.checkpoint import redact_secrets
+from sft.metrics import MetricsWriter
+
+FRESH_TOTALS = {
+    "samples": 0,
+    "tokens": 0,
+    "supervised_tokens": 0,
+    "pad_tokens": 0,
+    "skipped_steps": 0,
+    "train_s": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """The global counts of one optimizer step (summed over micro-batches and ranks)."""
+
+    samples: int
+    tokens: int
+    targets: int
+    pads: int
+
+
+class RunLog:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        main: bool,
+        rank: int,
+        total_steps: int,
+        start_step: int,
+        totals: dict | None,
+        log_every: int,
+        tensorboard: bool,
+        progress: bool,
+        record_samples: bool,
+    ) -> None:
+        self.run_dir = run_dir
+        self.main = main
+        self.rank = rank
+        self.total_steps = total_steps
+        self.totals = {**FRESH_TOTALS, **(totals or {})}
+        self.log_every = log_every
+        self.record_samples = record_samples
+        self.last_eval: float | None = None
+        self.metrics = MetricsWriter(run_dir, main, tensorboard, total_steps, progress, start_step)
+
+    def step(
+        self,
+        step: int,
+        *,
+        epoch: float,
+        steps_per_epoch: int,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        counts: StepCounts,
+        seconds: float,
+        finite: bool,
+        pack_efficiency: float | None,
+        pieces: list[list[int]],
+    ) -> None:
+        """Account one optimizer step; log it every `log_every` steps, at the end and when skipped."""
+        tt = self.totals
+        tt["samples"] += counts.samples
+        tt["tokens"] += counts.tokens
+        tt["supervised_tokens"] += counts.targets
+        tt["pad_tokens"] += counts.pads
+        tt["train_s"] += seconds
+        tt["skipped_steps"] += 0 if finite else 1
+        tt["last_loss"] = loss
+        if step % self.log_every == 0 or step == self.total_steps or not finite:
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "samples": counts.samples,
+                "tokens": counts.tokens,
+                "supervised_tokens": counts.targets,
+                "pad_tokens": counts.pads,
+                "tokens_per_s": counts.tokens / seconds,
+                "samples_per_s": counts.samples / seconds,
+                "elapsed_s": tt["train_s"],
+                "total_tokens": tt["tokens"],
+                "total_supervised_tokens": tt["supervised_tokens"],
+                "total_samples": tt["samples"],
+                "steps_per_epoch": steps_per_epoch,
+            }
+            if pack_efficiency is not None:
+                row["pack_efficiency"] = pack_efficiency
+            if not finite:
+                row["skipped"] = True
+            self.metrics.log(row)
+        if self.record_samples:
+            d = self.run_dir / "samples"
+            d.mkdir(parents=True, exist_ok=True)
+            with open(d / f"rank{self.rank}.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "pieces": pieces}) + "\n")
+
+    def eval(self, step: int, loss: float, tokens: int) -> None:
+        self.last_eval = loss
+        self.metrics.log({"step": step, "eval_loss": loss, "eval_tokens": tokens})
+
+    def write_summary(self, exit_code: int, facts: dict) -> None:
+        """summary.json: the run's facts (from the trainer) and totals (rank 0)."""
+        if not self.main:
+            return
+        tt = self.totals
+        padded = tt["tokens"] + tt["pad_tokens"]
+        summary = {
+            **facts,
+            "wall_s": tt["train_s"],
+            "train_tokens": tt["tokens"],
+            "supervised_tokens": tt["supervised_tokens"],
+            "pad_tokens": tt["pad_tokens"],
+            "samples": tt["samples"],
+            "padding_ratio": padded / max(tt["tokens"], 1),
+            "tokens_per_s": tt["tokens"] / max(tt["train_s"], 1e-9),
+            "samples_per_s": tt["samples"] / max(tt["train_s"], 1e-9),
+            "final_loss": tt.get("last_loss"),
+            "final_eval_loss": self.last_eval,
+            "skipped_steps": tt["skipped_steps"],
+            "exit_code": exit_code,
+        }
+        text = redact_secrets(json.dumps(summary, indent=2))
+        (self.run_dir / "summary.json").write_text(text)
+
+    def close(self) -> None:
+        self.metrics.close()
