@@ -13,12 +13,15 @@ Invariant: after a resume, metrics.jsonl and the samples ledger hold exactly one
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft.checkpoint import redact_secrets
+from sft.checkpoint import latest_checkpoint, redact_secrets
 from sft.metrics import MetricsWriter
 
+log = logging.getLogger("sft")
 FRESH_TOTALS = {
     "samples": 0,
     "tokens": 0,
@@ -37,6 +40,20 @@ class StepCounts:
     tokens: int
     targets: int
     pads: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step did (returned by Recipe.train_step)."""
+
+    loss: float
+    grad_norm: float
+    lr: float
+    finite: bool
+    counts: StepCounts
+    bad_ranks: list[int]
+    stop: bool  # some rank was asked to stop (SIGTERM/SIGUSR1)
+    pieces: list[list[int]]  # piece ids of each micro-batch of this rank
 
 
 class RunLog:
@@ -62,39 +79,26 @@ class RunLog:
         self.log_every = log_every
         self.record_samples = record_samples
         self.last_eval: float | None = None
+        self._bad: tuple[list[int], list[str]] = ([], [])  # the last skipped step's ranks, samples
         self.metrics = MetricsWriter(run_dir, main, tensorboard, total_steps, progress, start_step)
 
-    def step(
-        self,
-        step: int,
-        *,
-        epoch: float,
-        steps_per_epoch: int,
-        loss: float,
-        lr: float,
-        grad_norm: float,
-        counts: StepCounts,
-        seconds: float,
-        finite: bool,
-        pack_efficiency: float | None,
-        pieces: list[list[int]],
-    ) -> None:
+    def step(self, step: int, r: StepResult, epoch: float, plan, seconds: float) -> None:
         """Account one optimizer step; log it every `log_every` steps, at the end and when skipped."""
-        tt = self.totals
+        tt, counts, finite = self.totals, r.counts, r.finite
         tt["samples"] += counts.samples
         tt["tokens"] += counts.tokens
         tt["supervised_tokens"] += counts.targets
         tt["pad_tokens"] += counts.pads
         tt["train_s"] += seconds
         tt["skipped_steps"] += 0 if finite else 1
-        tt["last_loss"] = loss
+        tt["last_loss"] = r.loss
         if step % self.log_every == 0 or step == self.total_steps or not finite:
             row = {
                 "step": step,
                 "epoch": epoch,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
+                "loss": r.loss,
+                "lr": r.lr,
+                "grad_norm": r.grad_norm,
                 "samples": counts.samples,
                 "tokens": counts.tokens,
                 "supervised_tokens": counts.targets,
@@ -105,10 +109,10 @@ class RunLog:
                 "total_tokens": tt["tokens"],
                 "total_supervised_tokens": tt["supervised_tokens"],
                 "total_samples": tt["samples"],
-                "steps_per_epoch": steps_per_epoch,
+                "steps_per_epoch": len(plan),
             }
-            if pack_efficiency is not None:
-                row["pack_efficiency"] = pack_efficiency
+            if plan.pack_efficiency is not None:
+                row["pack_efficiency"] = plan.pack_efficiency
             if not finite:
                 row["skipped"] = True
             self.metrics.log(row)
@@ -116,7 +120,32 @@ class RunLog:
             d = self.run_dir / "samples"
             d.mkdir(parents=True, exist_ok=True)
             with open(d / f"rank{self.rank}.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "pieces": pieces}) + "\n")
+                f.write(json.dumps({"step": step, "pieces": r.pieces}) + "\n")
+
+    def bad_step(self, step: int, r: StepResult, sample_ids: list[str]) -> None:
+        """A skipped step: the ranks with a non-finite loss and where their samples come from."""
+        self._bad = (r.bad_ranks, sample_ids)
+        log.error(
+            "step %d: non-finite loss=%s grad_norm=%s (ranks %s); update skipped; samples %s",
+            step,
+            r.loss,
+            r.grad_norm,
+            r.bad_ranks,
+            sample_ids[:8],
+        )
+
+    def abort(self, step: int, bad_in_row: int, limit: int, ckpt_root: Path) -> None:
+        """The one error line of a run stopped by `limit` non-finite steps in a row (rank 0)."""
+        if self.main:
+            ranks, ids = self._bad
+            last = latest_checkpoint(ckpt_root)
+            print(
+                f"error: aborting at step {step}: {bad_in_row} non-finite steps in a row "
+                f"(train.max_bad_steps={limit}); non-finite loss on rank(s) {ranks}, samples "
+                f"{ids[:8]}; last good checkpoint: {last if last else 'none'} (intact)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def eval(self, step: int, loss: float, tokens: int) -> None:
         self.last_eval = loss

@@ -21,44 +21,31 @@ import contextlib
 import logging
 import math
 import resource
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sft import checkpoint as ckpt
+from sft import run_dir
+from sft.build import build_model, build_optimizer
 from sft.config import JobConfig
 from sft.data.dataset import prepare_data
 from sft.engine import setup_engine
 from sft.epochs import Epochs
-from sft.errors import UserError
+from sft.evaluation import validation_loss
 from sft.hooks import StepHooks
 from sft.loss import count_units, micro_batch_loss
-from sft.models.build import apply_lora, load_model, load_tokenizer
+from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
-from sft.run_log import RunLog, StepCounts
-from sft.schedule import warmup_then_decay
-from sft.startup import check_wrapped
+from sft.run_log import RunLog, StepCounts, StepResult
 from sft.stop import StopRequest
 
 log = logging.getLogger("sft")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and rerun
 EXIT_BAD_STEPS = 3
 EXIT_OOM = 4
-
-
-@dataclass(frozen=True)
-class StepResult:
-    loss: float
-    grad_norm: float
-    lr: float
-    finite: bool
-    counts: StepCounts
-    bad_ranks: list[int]
-    stop: bool  # some rank was asked to stop (SIGTERM/SIGUSR1)
-    pieces: list[list[int]]  # piece ids of each micro-batch of this rank
+COUNTED = ("tokens", "pad_tokens", "samples", "targets")  # BatchMeta counts summed per step
 
 
 class Recipe:
@@ -86,7 +73,9 @@ class Recipe:
         self.attn = self.batching.attention(m.attn_implementation, eng.cuda)
         with self.acc.main_process_first():
             self.tokenizer = load_tokenizer(m)
-        self.model = self._load_model()
+        self.model = build_model(
+            m, engine=eng, attn=self.attn, vocab_size=len(self.tokenizer), seed=cfg.seed
+        )
         with self.acc.main_process_first():
             self.data = prepare_data(self.tokenizer, d, cfg.seed, progress=eng.main)
         self.collate = self.batching.collator(self.tokenizer.pad_token_id, self.attn)
@@ -102,11 +91,38 @@ class Recipe:
             max_steps=t.max_steps,
         )
         self.total_steps = self.epochs.total_steps
-        self.model, self.optimizer, self.scheduler = self._optimizer()
+        self.model, self.optimizer, self.scheduler = build_optimizer(
+            self.model,
+            cfg.optim,
+            engine=eng,
+            expected_engine=cfg.distributed.name,
+            total_steps=self.total_steps,
+        )
         self.ckpt_root = self.run_dir / "checkpoints"
-        self.compat = self._compat()
-        self._prepare_run_dir()
-        self.step, totals = self._resume()
+        self.compat = run_dir.compat_record(
+            world=self.world,
+            engine=eng.name,
+            micro_batch_size=t.micro_batch_size,
+            grad_accum=t.grad_accum,
+            batching=self.batching.describe(),
+            model_name=m.name_or_path,
+            model=self.acc.unwrap_model(self.model),
+            pieces=self.data.train,
+            n_tokens=len(self.data.tokens.ids),
+            seed=cfg.seed,
+        )
+        if eng.main:
+            run_dir.prepare(self.run_dir, self.config_yaml, self.data.report.to_dict())
+        self.acc.wait_for_everyone()
+        self.step, totals = run_dir.resume(
+            t.resume_from,
+            self.run_dir,
+            engine=eng,
+            compat=self.compat,
+            scheduler=self.scheduler,
+            locate=self.epochs.locate,
+            total_steps=self.total_steps,
+        )
         self.log = RunLog(
             self.run_dir,
             main=eng.main,
@@ -121,123 +137,6 @@ class Recipe:
         )
 
     # ----------------------------------------------------------------------------- setup
-    def _load_model(self) -> torch.nn.Module:
-        cfg, m = self.cfg, self.cfg.model
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        # ZeRO-3 init partitions weights with collectives while they are built: all ranks together
-        together = is_deepspeed_zero3_enabled()
-        deepspeed = self.engine.ds_config is not None
-        # bf16 without DeepSpeed: fp32 master weights + bf16 autocast (pure bf16 AdamW loses small
-        # updates); DeepSpeed keeps its own fp32 master copy, so it loads bf16 weights directly
-        dtype = "fp32" if m.dtype == "bf16" and not deepspeed and not m.lora.enabled else m.dtype
-        with contextlib.nullcontext() if together else self.acc.main_process_first():
-            model = load_model(
-                m.name_or_path,
-                arch=m.arch,
-                dtype=dtype,
-                attn_implementation=self.attn,
-                gradient_checkpointing=m.gradient_checkpointing,
-                trust_remote_code=m.trust_remote_code,
-                dropout=m.dropout,
-                vocab_size=len(self.tokenizer),
-                seed=cfg.seed,
-                tiny_hidden_size=m.tiny_hidden_size,
-                tiny_layers=m.tiny_layers,
-            )
-        if m.lora.enabled:
-            lo = m.lora
-            model = apply_lora(model, lo.r, lo.alpha, lo.dropout, lo.target_modules)
-        return model
-
-    def _optimizer(self):
-        o = self.cfg.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-        model, optimizer = self.acc.prepare(self.model, opt)
-        check_wrapped(
-            self.cfg.distributed.name, self.world, [c.__name__ for c in type(model).__mro__]
-        )
-        base = getattr(optimizer, "optimizer", optimizer)
-        while not isinstance(base, torch.optim.Optimizer):  # DeepSpeed's ZeRO wrapper holds AdamW
-            base = base.optimizer
-        factor = warmup_then_decay(
-            o.schedule, int(o.warmup_ratio * self.total_steps), self.total_steps, o.min_lr_ratio
-        )
-        # stepped by us once per optimizer step (Accelerate's wrapper would step it per process);
-        # its state travels as JSON in trainer_state.json, not through register_for_checkpointing
-        # (Accelerate unpickles custom objects with weights_only=False)
-        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(base, factor)
-
-    def _compat(self) -> dict:
-        """What must match for a checkpoint to resume exactly (checked before anything is loaded)."""
-        c = self.cfg
-        model = self.acc.unwrap_model(self.model)
-        shapes = [(n, list(getattr(p, "ds_shape", p.shape))) for n, p in model.named_parameters()]
-        b = self.batching.describe()
-        return {
-            "world_size": self.world,
-            "engine": self.engine.name,
-            "micro_batch_size": c.train.micro_batch_size,
-            "grad_accum": c.train.grad_accum,
-            "collator": f"{b['collator']}/{b['strategy']}/{b['capacity']}",
-            "model": c.model.name_or_path,
-            "model_shapes": ckpt.fingerprint(shapes),
-            "data": ckpt.fingerprint(self.data.train, len(self.data.tokens.ids)),
-            "seed": c.seed,
-        }
-
-    def _prepare_run_dir(self) -> None:
-        import json
-
-        if self.engine.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(self.config_yaml)
-            for p in ckpt.remove_stale(self.ckpt_root):
-                log.warning("removed a half-written checkpoint %s", p)
-            report = json.dumps(self.data.report.to_dict(), indent=2)
-            (self.run_dir / "data_report.json").write_text(report)
-        self.acc.wait_for_everyone()
-
-    def _resume(self) -> tuple[int, dict | None]:
-        """(step, totals) to start from; restores model, optimizer, RNG and schedule."""
-        r = self.cfg.train.resume_from
-        latest = r == "latest"
-        path = (
-            ckpt.latest_checkpoint(self.ckpt_root) if latest else (None if r == "none" else Path(r))
-        )
-        if path is not None and not ckpt.is_valid(path):
-            raise UserError(
-                f"train.resume_from={r}: {path} is not a complete checkpoint (no valid manifest)"
-            )
-        step, totals = 0, None
-        if path is not None:
-            state = ckpt.load_checkpoint(self.acc, path, self.compat)  # refuses another setup
-            step, totals = state["step"], state["totals"]
-            self.scheduler.load_state_dict(state["scheduler"])
-            where = [state["epoch"], state["step_in_epoch"]]
-            if (
-                state["epoch"] >= 0
-                and step < self.total_steps
-                and list(self.epochs.locate(step)) != where
-            ):
-                raise UserError(
-                    f"cannot resume from {path}: its data position (epoch {where[0]}, step {where[1]}) "
-                    "differs from this run's plan; use a new run_dir"
-                )
-            if self.engine.main:
-                print(f"[sft] resumed from {path} at step {step}", flush=True)
-        # one line per step: drop what a killed run logged after the checkpoint we restart from
-        keep = step if path is not None else -1
-        if self.engine.main:
-            ckpt.truncate_step_log(self.run_dir / "metrics.jsonl", keep)
-        ckpt.truncate_step_log(self.run_dir / "samples" / f"rank{self.rank}.jsonl", keep)
-        return step, totals
-
     # ----------------------------------------------------------------------------- loop
     def train(self) -> int:
         t = self.cfg.train
@@ -251,25 +150,16 @@ class Recipe:
             plan = self.epochs.plan(epoch)
             r = self.train_step(plan.steps[idx])
             self.step += 1
-            self.log.step(
-                self.step,
-                epoch=round(epoch + (idx + 1) / len(plan), 4),
-                steps_per_epoch=len(plan),
-                loss=r.loss,
-                lr=r.lr,
-                grad_norm=r.grad_norm,
-                counts=r.counts,
-                seconds=time.perf_counter() - t0,
-                finite=r.finite,
-                pack_efficiency=plan.pack_efficiency,
-                pieces=r.pieces,
-            )
+            where = round(epoch + (idx + 1) / len(plan), 4)
+            self.log.step(self.step, r, where, plan, seconds=time.perf_counter() - t0)
             bad_in_row = 0 if r.finite else bad_in_row + 1
-            bad_ids = [] if r.finite else self._report_bad_step(r, plan.steps[idx])
+            if not r.finite:
+                self.log.bad_step(self.step, r, self._sample_ids(plan.steps[idx], r.bad_ranks))
             if t.eval_every and self.step % t.eval_every == 0:
                 self.evaluate()
             if bad_in_row >= t.max_bad_steps:
-                exit_code = self._abort_bad_steps(bad_in_row, r.bad_ranks, bad_ids)
+                self.log.abort(self.step, bad_in_row, t.max_bad_steps, self.ckpt_root)
+                exit_code = EXIT_BAD_STEPS
                 break
             if r.stop:
                 exit_code = self._preempted()
@@ -293,15 +183,8 @@ class Recipe:
             raise RuntimeError(f"step {n}: a micro-batch without any target (pieces {empty})")
         # 2. the step's global counts; the loss denominator is the global unit count
         units = sum(count_units(m.targets, len(m.piece_ids), norm) for _, m in mbs)
-        g_units, tokens, pads, samples, targets = self.engine.all_reduce(
-            [
-                units,
-                sum(m.tokens for _, m in mbs),
-                sum(m.pad_tokens for _, m in mbs),
-                sum(m.samples for _, m in mbs),
-                sum(m.targets for _, m in mbs),
-            ]
-        )
+        local = [sum(getattr(m, k) for _, m in mbs) for k in COUNTED]
+        g_units, tokens, pads, samples, targets = self.engine.all_reduce([units, *local])
         scale = self.world * t.grad_accum / g_units
         # 3. forward/backward; DDP syncs gradients on the last micro-batch only
         loss_local = torch.zeros((), dtype=torch.float64, device=acc.device)
@@ -315,11 +198,8 @@ class Recipe:
                 acc.backward(unit_sum * scale)
             loss_local += unit_sum.detach().double()
         # 4. clip; agree on the loss, a stop request and the ranks with a non-finite loss
-        grad_norm = (
-            acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
-            if t.max_grad_norm > 0
-            else torch.tensor(0.0)
-        )
+        clip = t.max_grad_norm > 0
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if clip else 0.0
         self.hooks.after_backward(n, self.rank, self.stop)
         bad_local = not math.isfinite(float(loss_local))
         reduced = self.engine.all_reduce(
@@ -353,36 +233,10 @@ class Recipe:
             k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
 
-    def _report_bad_step(self, r: StepResult, step_plan) -> list[str]:
-        """Log a skipped step; returns where its samples on the bad ranks come from."""
-        ids = self._sample_ids(step_plan, r.bad_ranks)
-        log.error(
-            "step %d: non-finite loss=%s grad_norm=%s (ranks %s); update skipped; samples %s",
-            self.step,
-            r.loss,
-            r.grad_norm,
-            r.bad_ranks,
-            ids[:8],
-        )
-        return ids
-
     def _sample_ids(self, step_plan, ranks: list[int]) -> list[str]:
         """Where the samples of the given ranks in one step come from (file:line)."""
         pieces = sorted({p for r in ranks for mb in step_plan[r] for row in mb for _, _, p in row})
         return [self.data.tokens.row_ids[int(self.data.train[p, 0])] for p in pieces]
-
-    def _abort_bad_steps(self, bad_in_row: int, ranks: list[int], ids: list[str]) -> int:
-        if self.engine.main:
-            last = ckpt.latest_checkpoint(self.ckpt_root)
-            print(
-                f"error: aborting at step {self.step}: {bad_in_row} non-finite steps in a row "
-                f"(train.max_bad_steps={self.cfg.train.max_bad_steps}); non-finite loss on "
-                f"rank(s) {ranks}, samples {ids[:8]}; last good checkpoint: "
-                f"{last if last else 'none'} (intact)",
-                file=sys.stderr,
-                flush=True,
-            )
-        return EXIT_BAD_STEPS
 
     def _preempted(self) -> int:
         self.save()
@@ -394,31 +248,19 @@ class Recipe:
             )
         return EXIT_PREEMPTED
 
-    # ----------------------------------------------------------------------------- eval
-    @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Token-mean loss over the validation pieces, identical under every batching choice."""
+        """The validation loss now (sft/evaluation.py), logged; None without validation pieces."""
         if len(self.data.val) == 0:
             return None
-        size = self.cfg.train.eval_micro_batch_size
-        rows = self.batching.eval_rows(self.data.val, self.data.tokens.targets)
-        mb_rows = [rows[i : i + size] for i in range(0, len(rows), size)]
-        mine = mb_rows[self.rank :: self.world]
-        n_max = -(-len(mb_rows) // self.world)
-        self.model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.acc.device)
-        count = 0
-        for j in range(n_max):  # every rank runs the same number of forwards (ZeRO-3 gathers)
-            batch, meta = self.collate(mine[j] if j < len(mine) else mb_rows[0], self.data.tokens)
-            with self.acc.autocast():
-                s, _ = micro_batch_loss(self.model, self._to_device(batch), "token")
-            if j < len(mine):
-                loss_sum += s.double()
-                count += meta.targets
-        self.model.train()
-        total, n = self.engine.all_reduce([float(loss_sum), count])
-        value = total / max(n, 1)
-        self.log.eval(self.step, value, int(n))
+        value, n = validation_loss(
+            self.model,
+            self.batching.eval_rows(self.data.val, self.data.tokens.targets),
+            self.collate,
+            self.data.tokens,
+            micro_batch_size=self.cfg.train.eval_micro_batch_size,
+            engine=self.engine,
+        )
+        self.log.eval(self.step, value, n)
         return value
 
     # ----------------------------------------------------------------------------- outputs
