@@ -129,16 +129,17 @@ def wait_for_quiet(
 def child(overrides: list[str], out: Path) -> None:
     """Train with the trainer's Recipe; write per-step wall/CPU/collate seconds + metrics rows."""
     from sft.cli_config import compose_job
+    from sft.engine import close_distributed
     from sft.trainer import Recipe
 
     cfg, yaml = compose_job(overrides)
-    recipe = Recipe(cfg, yaml)
     marks: dict[int, float] = {}  # step (1-based) -> process CPU time when its first collate began
     collate_s: dict[int, float] = {}
+    recipe = None
     try:
-        recipe.setup()
+        recipe = Recipe(cfg, yaml)
         collate = recipe.collate
-        export = recipe.export_final
+        export = recipe.export_hf
 
         def timed_collate(*args, **kwargs):
             step = recipe.step + 1
@@ -153,10 +154,10 @@ def child(overrides: list[str], out: Path) -> None:
             return export(*args, **kwargs)
 
         recipe.collate = timed_collate
-        recipe.export_final = timed_export
+        recipe.export_hf = timed_export
         code = recipe.train()
     finally:
-        recipe.close()
+        close_distributed(recipe.engine if recipe is not None else None)
     if code != 0:
         raise SystemExit(f"training exited {code}")
     rows = [
@@ -253,21 +254,23 @@ def measure(steps: list[dict], warmup: int, cores: int) -> dict:
 
 def padding_ideal_epoch(overrides: list[str], batch_size: int) -> tuple[float, int]:
     """Computed/real tokens of random padding micro-batches over a whole epoch, and the sample count."""
+    from sft.batching import PaddingConfig
     from sft.data.cli import load
-    from sft.data.plan import plan_epoch
 
     loaded = load(overrides)
     data, cfg = loaded.data, loaded.cfg
-    plan = plan_epoch(
-        data.train,
-        data.tokens.mask,
-        kind="padding",
-        micro_batch_size=batch_size,
-        grad_accum=1,
-        world_size=1,
-        seed=cfg.seed,
-        epoch=0,
-        capacity=cfg.data.max_length,
+    plan = (
+        PaddingConfig()
+        .build(cfg.data.max_length)
+        .plan(
+            data.train,
+            data.tokens.targets,
+            micro_batch_size=batch_size,
+            grad_accum=1,
+            world_size=1,
+            seed=cfg.seed,
+            epoch=0,
+        )
     )
     real = computed = 0
     for step in plan.steps:

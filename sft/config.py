@@ -363,6 +363,17 @@ def to_job_config(cfg: DictConfig) -> JobConfig:
     return obj
 
 
+def job_config_from_yaml(path: Path) -> JobConfig:
+    """The JobConfig of a run's config.yaml (its collator option read from `collator.name`)."""
+    raw = OmegaConf.load(path)
+    name = raw.get("collator", {}).get("name", "padding")
+    if name not in BATCHING_CONFIGS:
+        raise UserError(f"{path}: collator.name={name!r} is not one of {list(BATCHING_CONFIGS)}")
+    schema = OmegaConf.structured(JobConfig)
+    schema.collator = OmegaConf.structured(BATCHING_CONFIGS[name])
+    return to_job_config(OmegaConf.merge(schema, raw))
+
+
 def project_root() -> Path:
     """The checkout root (the folder holding `sft/` and `configs/`)."""
     return Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sft.cli_config import CONFIG_DIR, compose_job, precheck_overrides
+from sft.cli_config import CONFIG_DIR, compose_job
 from sft.config import JobConfig
 from sft.errors import UserError
 
@@ -50,11 +50,25 @@ def test_default_is_smollm2_on_demo_with_padding():
     [
         (
             "collator=pack",
-            "collator=pack is not an option; choose one of ['packing', 'padding', 'padding_free']",
+            (
+                "collator=pack is not an option; choose one of "
+                "['leaky_packing', 'packing', 'padding', 'padding_free']"
+            ),
         ),
         ("train.max_step=4", "unknown config key 'train.max_step'"),
-        ("train.max_steps=four", "train.max_steps='four' is not a valid Integer"),
-        ("collator.strategy=greedy", "collator.strategy='greedy' is not allowed; choose one of"),
+        ("train.max_steps=four", "train.max_steps='four' is not a valid int"),
+        (
+            "collator=packing collator.strategy=greedy",
+            "collator.strategy='greedy' is not allowed; choose one of",
+        ),
+        (
+            "collator.strategy=ffd",
+            (
+                "collator.strategy is not a key of collator=padding; it belongs to "
+                "collator=packing or collator=leaky_packing"
+            ),
+        ),
+        ("+foo=1", "unknown config key 'foo'"),
         ("data.overlong=cut", "data.overlong='cut' is not allowed"),
         ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
         ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
@@ -62,7 +76,7 @@ def test_default_is_smollm2_on_demo_with_padding():
 )
 def test_bad_override_is_one_clear_line(override, needle):
     with pytest.raises(UserError) as e:
-        precheck_overrides(BASE + [override])
+        compose_job(BASE + override.split())
     msg = str(e.value)
     assert needle in msg
     assert "\n" not in msg
@@ -80,6 +94,9 @@ def test_cli_bad_value_prints_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines == [
-        "error: collator=nope is not an option; choose one of ['packing', 'padding', 'padding_free']"
+        (
+            "error: collator=nope is not an option; choose one of "
+            "['leaky_packing', 'packing', 'padding', 'padding_free']"
+        )
     ]
     assert "Traceback" not in proc.stderr

@@ -18,6 +18,7 @@ from sft.batching.leaky_packing import LeakyPacking, LeakyPackingConfig
 from sft.batching.packing import Packing, PackingConfig
 from sft.batching.padding import Padding, PaddingConfig
 from sft.batching.padding_free import PaddingFree, PaddingFreeConfig
+from sft.data.packing import PackStrategy
 
 BATCHING_CONFIGS = {
     "padding": PaddingConfig,
@@ -25,6 +26,45 @@ BATCHING_CONFIGS = {
     "padding_free": PaddingFreeConfig,
     "leaky_packing": LeakyPackingConfig,
 }
+
+
+def packing_of(collator, max_length: int) -> Packing:
+    """The packing a collator config trains with, or the default packing when it does not pack
+    (what `sft-data packs/stats` compare a padding config with)."""
+    if isinstance(collator, PackingConfig):  # leaky_packing plans the same rows
+        return collator.build(max_length)
+    return PackingConfig().build(max_length)
+
+
+def padding_and_packing(collator, max_length: int) -> tuple[list[Batching], int]:
+    """([padding, packing], index of the config's own choice) for the memory plan: the config's
+    own batching and its counterpart of the other kind (the default of that kind)."""
+    own = collator.build(max_length)
+    if isinstance(collator, PackingConfig):
+        return [PaddingConfig().build(max_length), own], 1
+    return [own, PackingConfig().build(max_length)], 0
+
+
+def comparison(own: Batching) -> list[Batching]:
+    """Padding and every packing strategy at `own`'s row length, for the steps-per-epoch table."""
+    choices: list[Batching] = [PaddingConfig().build(own.capacity)]
+    for s in PackStrategy.values():
+        choices.append(PackingConfig(strategy=s, pack_length=own.capacity).build(own.capacity))
+    return choices
+
+
+def label_of(collator: dict) -> str | None:
+    """The report label ("padding", "greedy packing", ...) of a run's `collator:` section as
+    config.yaml records it; None when it names no known option."""
+    import dataclasses
+
+    cls = BATCHING_CONFIGS.get(str(collator.get("name") or collator.get("_name")))
+    if cls is None:
+        return None
+    known = {f.name for f in dataclasses.fields(cls)} - {"name"}
+    kwargs = {k: v for k, v in collator.items() if k in known}
+    return cls(**kwargs).build(max_length=2048).describe()["label"]
+
 
 __all__ = [
     "BATCHING_CONFIGS",
@@ -37,4 +77,8 @@ __all__ = [
     "PaddingConfig",
     "PaddingFree",
     "PaddingFreeConfig",
+    "comparison",
+    "label_of",
+    "packing_of",
+    "padding_and_packing",
 ]

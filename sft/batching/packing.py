@@ -23,7 +23,12 @@ from sft.data.packing import PackStrategy
 from sft.data.plan import Row, concat_rows, packed_rows, plan_steps
 from sft.errors import UserError
 
-LABELS = {PackStrategy.random_concat: "random packing"}
+# the seed paper's names for its two packings (the columns of its tables)
+LABELS = {
+    PackStrategy.random_concat: "random packing",
+    PackStrategy.bfd: "greedy packing",
+    PackStrategy.ffd: "greedy packing",
+}
 
 
 @dataclass
@@ -122,7 +127,7 @@ class Packing:
         )
 
     def describe(self) -> dict:
-        label = LABELS.get(self.strategy, "greedy packing")
+        label = LABELS.get(self.strategy, f"packing {self.strategy}")
         return {
             "collator": "packing",
             "strategy": str(self.strategy),

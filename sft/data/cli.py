@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from sft.config import PACK_STRATEGIES
 from sft.errors import UserError, exit_on_user_error
 
 
@@ -31,8 +30,15 @@ class Loaded:
     data: Any  # PreparedData
 
     @property
+    def packing(self):
+        """The packing this config trains with, or the default packing beside a padding config."""
+        from sft.batching import packing_of
+
+        return packing_of(self.cfg.collator, self.cfg.data.max_length)
+
+    @property
     def capacity(self) -> int:
-        return self.cfg.collator.pack_length or self.cfg.data.max_length
+        return self.packing.capacity
 
     def lengths(self) -> np.ndarray:
         return (self.data.train[:, 2] - self.data.train[:, 1]).astype(np.int64)
@@ -48,29 +54,8 @@ def load(overrides: list[str]) -> Loaded:
     if not any(o.startswith("run_dir=") for o in overrides):
         overrides.append("run_dir=/tmp/sft-data")  # required by the schema, never written
     cfg, _ = compose_job(overrides)
-    d = cfg.data
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    data = prepare_data(
-        tokenizer,
-        path=d.path,
-        split=d.split,
-        fmt=d.format,
-        val_path=d.val_path,
-        val_fraction=d.val_fraction,
-        val_max_samples=d.val_max_samples,
-        max_length=d.max_length,
-        overlong=d.overlong,
-        train_on=d.train_on,
-        limit=d.limit,
-        num_proc=d.num_proc,
-        max_bad_fraction=d.max_bad_fraction,
-        system_prompt=d.system_prompt,
-        demo_size=d.demo_size,
-        builder=d.builder,
-        builder_args=dict(d.builder_args),
-        seed=cfg.seed,
-        progress=False,
-    )
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(tokenizer, cfg.data, cfg.seed, progress=False)
     return Loaded(cfg, tokenizer, data)
 
 
@@ -81,6 +66,7 @@ def show(loaded: Loaded, index: int, split: str = "train") -> None:
     """Print one sample with its trained tokens coloured, and a one-line summary above it."""
     from rich.text import Text
 
+    from sft.data.targets import trained_tokens
     from sft.data.visualize import render_sample
 
     pieces = loaded.data.train if split == "train" else loaded.data.val
@@ -91,8 +77,7 @@ def show(loaded: Loaded, index: int, split: str = "train") -> None:
         )
     row, a, b = (int(x) for x in pieces[index])
     ids = loaded.data.tokens.ids[a:b]
-    trained = loaded.data.tokens.mask[a:b].copy()
-    trained[0] = False  # the first token of a sample is never a target
+    trained = trained_tokens(loaded.data.tokens.targets, a, b)
     console = _console()
     where = loaded.data.tokens.row_ids[row]
     console.print(
@@ -115,37 +100,18 @@ def packs_picture(loaded: Loaded, out: str, n_packs: int, batch_size: int) -> di
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sft.data.plan import build_rows
+    from sft.data.plan import sample_rows
     from sft.data.visualize import draw_layout, save_figure
 
     if n_packs < 1:
         raise UserError(f"--n-packs must be >= 1, got {n_packs}")
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
-    strategy = cfg.collator.strategy
-    rows, _ = build_rows(
-        data.train,
-        data.tokens.mask,
-        kind="packing",
-        capacity=cap,
-        strategy=strategy,
-        seed=cfg.seed,
-        epoch=0,
-        replan_each_epoch=False,
-    )
+    strategy = loaded.packing.strategy
+    rows, _ = loaded.packing.rows(data.train, data.tokens.targets, seed=cfg.seed, epoch=0)
     packs = rows[:n_packs]
     pad_rows = []
     if batch_size > 0:
-        pad_all, _ = build_rows(
-            data.train,
-            data.tokens.mask,
-            kind="padding",
-            capacity=cap,
-            strategy="bfd",
-            seed=cfg.seed,
-            epoch=0,
-            replan_each_epoch=False,
-        )
-        pad_rows = pad_all[:batch_size]
+        pad_rows = sample_rows(data.train, seed=cfg.seed, epoch=0)[:batch_size]
     n_panels = 2 if pad_rows else 1
     heights = [len(pad_rows), len(packs)] if pad_rows else [len(packs)]
     fig, axes = plt.subplots(
@@ -205,18 +171,13 @@ def packs_picture(loaded: Loaded, out: str, n_packs: int, batch_size: int) -> di
 
 
 def _padding_ratio(loaded: Loaded, batch_size: int, group_by_length: bool) -> float:
-    from sft.data.plan import build_rows
+    from sft.data.plan import sample_rows
 
     lengths = loaded.lengths()
-    rows, _ = build_rows(
+    rows = sample_rows(
         loaded.data.train,
-        loaded.data.tokens.mask,
-        kind="padding",
-        capacity=loaded.capacity,
-        strategy="bfd",
         seed=loaded.cfg.seed,
         epoch=0,
-        replan_each_epoch=False,
         group_by_length=group_by_length,
         micro_batch_size=batch_size,
     )
@@ -230,9 +191,11 @@ def _padding_ratio(loaded: Loaded, batch_size: int, group_by_length: bool) -> fl
 
 def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
     """Padding waste, pack efficiency per strategy and optimizer steps per epoch for this config."""
-    from sft.data.plan import build_rows, plan_epoch
+    from sft.batching import PackingConfig, PaddingConfig
+    from sft.data.packing import PackStrategy
 
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
+    targets = data.tokens.targets
     lengths = loaded.lengths()
     out: dict[str, Any] = {
         "samples": len(lengths),
@@ -254,17 +217,9 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
         "packing": {},
     }
     lower = -(-int(lengths.sum()) // cap)
-    for strategy in PACK_STRATEGIES:
-        rows, dropped = build_rows(
-            data.train,
-            data.tokens.mask,
-            kind="packing",
-            capacity=cap,
-            strategy=strategy,
-            seed=cfg.seed,
-            epoch=0,
-            replan_each_epoch=False,
-        )
+    for strategy in PackStrategy.values():
+        packing = PackingConfig(strategy=strategy, pack_length=cap).build(cfg.data.max_length)
+        rows, dropped = packing.rows(data.train, targets, seed=cfg.seed, epoch=0)
         tokens = sum(b - a for row in rows for a, b, _ in row)
         out["packing"][strategy] = {
             "packs": len(rows),
@@ -275,34 +230,15 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
             "dropped_tokens": int(lengths.sum()) - tokens,
         }
     t = cfg.train
-    common = {
-        "grad_accum": t.grad_accum,
-        "world_size": world_size,
-        "seed": cfg.seed,
-        "epoch": 0,
-        "capacity": cap,
-    }
-    pad_plan = plan_epoch(
-        data.train, data.tokens.mask, kind="padding", micro_batch_size=t.micro_batch_size, **common
+    common = {"grad_accum": t.grad_accum, "world_size": world_size, "seed": cfg.seed, "epoch": 0}
+    padding = PaddingConfig().build(cfg.data.max_length)
+    pad_plan = padding.plan(data.train, targets, micro_batch_size=t.micro_batch_size, **common)
+    pack_plan = loaded.packing.plan(
+        data.train, targets, micro_batch_size=t.micro_batch_size, **common
     )
-    pack_plan = plan_epoch(
-        data.train,
-        data.tokens.mask,
-        kind="packing",
-        micro_batch_size=t.micro_batch_size,
-        strategy=cfg.collator.strategy,
-        **common,
-    )
-    per_pack = out["packing"][cfg.collator.strategy]["samples_per_pack"]
+    per_pack = out["packing"][str(loaded.packing.strategy)]["samples_per_pack"]
     equal = max(1, round(t.micro_batch_size / per_pack))
-    equal_plan = plan_epoch(
-        data.train,
-        data.tokens.mask,
-        kind="packing",
-        micro_batch_size=equal,
-        strategy=cfg.collator.strategy,
-        **common,
-    )
+    equal_plan = loaded.packing.plan(data.train, targets, micro_batch_size=equal, **common)
     out["steps_per_epoch"] = {
         "micro_batch_size": t.micro_batch_size,
         "grad_accum": t.grad_accum,

@@ -46,3 +46,10 @@ def count_targets(targets: np.ndarray, a: int, b: int) -> int:
 def has_target(targets: np.ndarray, a: int, b: int) -> bool:
     """Whether segment a:b trains anything (a segment without a target is never planned)."""
     return bool((targets[a : b - 1] != IGNORE).any())
+
+
+def trained_tokens(targets: np.ndarray, a: int, b: int) -> np.ndarray:
+    """bool per token of segment a:b: is it some position's target (the first token never is)."""
+    out = np.zeros(b - a, dtype=bool)
+    out[1:] = targets[a : b - 1] != IGNORE
+    return out

@@ -22,9 +22,6 @@ import yaml
 
 from sft.errors import UserError
 
-GREEDY = ("bfd", "ffd")
-RANDOM = ("random_concat",)
-
 
 @dataclass
 class Run:
@@ -63,15 +60,13 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def column_label(collator: str | None, strategy: str | None, name: str) -> str:
-    """The paper's column for a run: padding / random packing / greedy packing, else its name."""
-    if collator == "padding":
-        return "padding"
-    if collator == "packing" and strategy in RANDOM:
-        return "random packing"
-    if collator == "packing" and strategy in GREEDY:
-        return "greedy packing"
-    return name
+def column_label(summary: dict, collator: dict, name: str) -> str:
+    """The paper's column for a run (padding / random packing / greedy packing): its batching
+    choice's label from summary.json, else from config.yaml's `collator:`, else its name."""
+    from sft.batching import label_of
+
+    label = (summary.get("batching") or {}).get("label") or label_of(collator)
+    return str(label) if label else name
 
 
 def _read_metrics(path: Path) -> tuple[list[dict], list[dict], int]:
@@ -137,13 +132,13 @@ def load_run(run_dir: str | Path) -> Run:
     collator_cfg = config.get("collator") if isinstance(config.get("collator"), dict) else {}
     collator = collator_cfg.get("_name") or collator_cfg.get("name") or summary.get("collator")
     strategy = collator_cfg.get("strategy") or summary.get("strategy")
-    if collator != "packing":
-        strategy = strategy if collator is None else None
+    if summary.get("batching"):
+        strategy = summary["batching"].get("strategy")
     name = str(config.get("run_name") or summary.get("run_name") or path.name)
     run = Run(
         path=path,
         name=name,
-        column=column_label(collator, strategy, name),
+        column=column_label(summary, collator_cfg, name),
         collator=collator,
         strategy=strategy,
         train=train,

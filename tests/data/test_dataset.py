@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from sft.config import DataConfig
 from sft.data.dataset import prepare_data
 from sft.errors import UserError
 
@@ -22,7 +23,7 @@ def _conv(q, a):
 
 def test_pieces_reference_real_tokens(tiny_tokenizer, tmp_path):
     path = _write(tmp_path / "d.jsonl", [_conv(f"q{i}", "a" * (i + 1)) for i in range(20)])
-    d = prepare_data(tiny_tokenizer, path=path, max_length=512, progress=False)
+    d = prepare_data(tiny_tokenizer, DataConfig(path=path, max_length=512), progress=False)
     assert len(d.train) == 20 and len(d.val) == 0
     for r, a, b in d.train:
         assert a == d.tokens.offsets[r] and b == d.tokens.offsets[r + 1]
@@ -34,9 +35,7 @@ def test_overlong_policies_count_every_row(tiny_tokenizer, tmp_path, policy, exp
     rows = [_conv("short", "ok"), _conv("x" * 10, "y" * 150), _conv("tiny", "fine")]
     d = prepare_data(
         tiny_tokenizer,
-        path=_write(tmp_path / "d.jsonl", rows),
-        max_length=100,
-        overlong=policy,
+        DataConfig(path=_write(tmp_path / "d.jsonl", rows), max_length=100, overlong=policy),
         progress=False,
     )
     assert len(d.train) == expect_pieces
@@ -49,9 +48,7 @@ def test_split_keeps_every_token(tiny_tokenizer, tmp_path):
     rows = [_conv("q" * 30, "a" * 300)]
     d = prepare_data(
         tiny_tokenizer,
-        path=_write(tmp_path / "d.jsonl", rows),
-        max_length=64,
-        overlong="split",
+        DataConfig(path=_write(tmp_path / "d.jsonl", rows), max_length=64, overlong="split"),
         progress=False,
     )
     covered = sum(int(b - a) for _, a, b in d.train)
@@ -64,9 +61,7 @@ def test_truncation_that_removes_all_targets_drops_the_sample(tiny_tokenizer, tm
     rows = [_conv("p" * 200, "answer"), _conv("ok", "yes")]
     d = prepare_data(
         tiny_tokenizer,
-        path=_write(tmp_path / "d.jsonl", rows),
-        max_length=50,
-        max_bad_fraction=0.5,
+        DataConfig(path=_write(tmp_path / "d.jsonl", rows), max_length=50, max_bad_fraction=0.5),
         progress=False,
     )
     assert len(d.train) == 1
@@ -75,8 +70,8 @@ def test_truncation_that_removes_all_targets_drops_the_sample(tiny_tokenizer, tm
 
 def test_val_fraction_is_disjoint_and_seeded(tiny_tokenizer, tmp_path):
     path = _write(tmp_path / "d.jsonl", [_conv(f"q{i}", f"a{i}") for i in range(100)])
-    d1 = prepare_data(tiny_tokenizer, path=path, val_fraction=0.1, progress=False, seed=1)
-    d2 = prepare_data(tiny_tokenizer, path=path, val_fraction=0.1, progress=False, seed=1)
+    d1 = prepare_data(tiny_tokenizer, DataConfig(path=path, val_fraction=0.1), 1, progress=False)
+    d2 = prepare_data(tiny_tokenizer, DataConfig(path=path, val_fraction=0.1), 1, progress=False)
     assert len(d1.val) == 10 and len(d1.train) == 90
     assert not set(d1.val[:, 0]) & set(d1.train[:, 0])
     np.testing.assert_array_equal(d1.val, d2.val)
@@ -85,7 +80,7 @@ def test_val_fraction_is_disjoint_and_seeded(tiny_tokenizer, tmp_path):
 def test_val_path(tiny_tokenizer, tmp_path):
     tr = _write(tmp_path / "t.jsonl", [_conv(f"q{i}", "a") for i in range(5)])
     va = _write(tmp_path / "v.jsonl", [_conv(f"v{i}", "b") for i in range(3)])
-    d = prepare_data(tiny_tokenizer, path=tr, val_path=va, progress=False)
+    d = prepare_data(tiny_tokenizer, DataConfig(path=tr, val_path=va), progress=False)
     assert (len(d.train), len(d.val)) == (5, 3)
 
 
@@ -93,33 +88,35 @@ def test_malformed_line_fails_with_file_and_line(tiny_tokenizer, tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text(json.dumps(_conv("a", "b")) + "\n{not json\n")
     with pytest.raises(UserError, match=r"bad\.jsonl:2: bad row \(malformed_json"):
-        prepare_data(tiny_tokenizer, path=str(p), progress=False)
+        prepare_data(tiny_tokenizer, DataConfig(path=str(p)), progress=False)
 
 
 def test_bad_rows_skipped_within_budget(tiny_tokenizer, tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text("".join(json.dumps(_conv(f"q{i}", "a")) + "\n" for i in range(9)) + "{oops\n")
-    d = prepare_data(tiny_tokenizer, path=str(p), max_bad_fraction=0.2, progress=False)
+    d = prepare_data(tiny_tokenizer, DataConfig(path=str(p), max_bad_fraction=0.2), progress=False)
     assert len(d.train) == 9 and d.report.counts["malformed_json"] == 1
     assert d.report.examples["malformed_json"] == [f"{p}:10"]
 
 
 def test_missing_file_is_one_line(tiny_tokenizer, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        prepare_data(tiny_tokenizer, path=str(tmp_path / "nope.jsonl"), progress=False)
+        prepare_data(tiny_tokenizer, DataConfig(path=str(tmp_path / "nope.jsonl")), progress=False)
 
 
 def test_demo_default(tiny_tokenizer):
-    d = prepare_data(tiny_tokenizer, path="", demo_size=60, max_length=4096, progress=False)
+    d = prepare_data(
+        tiny_tokenizer, DataConfig(path="", demo_size=60, max_length=4096), progress=False
+    )
     assert len(d.train) == 60
 
 
 def test_shared_lima_loads(tiny_tokenizer, shared_data):
     d = prepare_data(
         tiny_tokenizer,
-        path=str(shared_data / "lima" / "lima_messages.jsonl"),
-        limit=50,
-        max_length=100000,
+        DataConfig(
+            path=str(shared_data / "lima" / "lima_messages.jsonl"), limit=50, max_length=100000
+        ),
         progress=False,
     )
     assert len(d.train) == 50

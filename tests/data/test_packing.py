@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 
 from sft.data import packing
-from sft.data.packing import (
-    STRATEGIES,
-    PackingError,
-    concat_chunks,
-    pack,
-    pack_stats,
-    split_overlong,
-)
+from sft.data.concat import concat_chunks, split_overlong
+from sft.data.packing import STRATEGIES, PackingError, pack, pack_stats
 from sft.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sft.data.plan import build_rows, plan_epoch
+from tests.planning import build_rows, plan_epoch
 
 
 def _data(n: int = 257, seed: int = 0, max_len: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +116,8 @@ def test_packing_rows_respect_capacity_and_report_efficiency():
     assert max(len(r) for r in rows) >= 3  # real packing happened
     lengths = pieces[:, 2] - pieces[:, 1]
     assert len(rows) >= -(-int(lengths.sum()) // 512)
-    assert plan.stats["pack_efficiency"] == pytest.approx(lengths.sum() / (len(rows) * 512))
-    assert 0.9 < plan.stats["pack_efficiency"] <= 1.0
+    assert plan.pack_efficiency == pytest.approx(lengths.sum() / (len(rows) * 512))
+    assert 0.9 < plan.pack_efficiency <= 1.0
 
 
 @pytest.mark.parametrize("mask_kind", ["answers", "all"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from sft.plan_cli import main, setup_from_config
 from sft.plan_memory import (
     LLAMA3_8B,
     LLAMA3_70B,
@@ -15,12 +16,11 @@ from sft.plan_memory import (
     bytes_per_param,
     epoch_estimate,
     logits_memory,
-    main,
     resolve_shape,
-    setup_from_config,
     state_memory,
     train_flops,
 )
+from tests.planning import batching, plan_epoch, targets_of
 
 P8 = 8_030_261_248
 
@@ -136,44 +136,39 @@ def test_logits_only_at_supervised_positions():
 def _pieces(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
     ends = np.cumsum(lengths)
     pieces = np.stack([np.arange(len(lengths)), ends - lengths, ends], axis=1).astype(np.int64)
-    return pieces, np.ones(int(ends[-1]), dtype=bool)
+    return pieces, targets_of(np.ones(int(ends[-1]), dtype=bool), pieces)
 
 
 def test_steps_per_epoch_by_hand():
-    pieces, mask = _pieces([4] * 8)
-    kw = {"micro_batch_size": 2, "grad_accum": 1, "gpus": 2, "capacity": 8}
-    pad = epoch_estimate(pieces, mask, kind="padding", strategy="bfd", **kw)
+    pieces, targets = _pieces([4] * 8)
+    kw = {"micro_batch_size": 2, "grad_accum": 1, "gpus": 2}
+    pad = epoch_estimate(pieces, targets, batching("padding", capacity=8), **kw)
     assert (pad.rows, pad.steps, pad.real_tokens, pad.computed_tokens) == (8, 2, 32, 32)
-    packed = epoch_estimate(pieces, mask, kind="packing", strategy="bfd", **kw)
+    packed = epoch_estimate(pieces, targets, batching("packing", capacity=8), **kw)
     assert (packed.rows, packed.steps, packed.computed_tokens) == (4, 1, 32)
     two = epoch_estimate(
         *_pieces([5, 3]),
-        kind="padding",
-        strategy="bfd",
+        batching("padding", capacity=8),
         micro_batch_size=2,
         grad_accum=1,
         gpus=1,
-        capacity=8,
     )
     assert (two.steps, two.computed_tokens, two.efficiency) == (1, 10, 0.8)
     assert two.attention_sq == 25 + 9
 
 
 def test_steps_match_the_trainers_plan():
-    from sft.data.plan import plan_epoch
-
     rng = np.random.default_rng(0)
-    pieces, mask = _pieces(list(rng.integers(10, 200, size=301)))
+    pieces, targets = _pieces(list(rng.integers(10, 200, size=301)))
+    mask = np.ones(int(pieces[-1, 2]), dtype=bool)
     for kind, strategy in (("padding", "bfd"), ("packing", "ffd"), ("packing", "random_concat")):
         est = epoch_estimate(
             pieces,
-            mask,
-            kind=kind,
-            strategy=strategy,
+            targets,
+            batching(kind, strategy=strategy, capacity=256),
             micro_batch_size=3,
             grad_accum=2,
             gpus=4,
-            capacity=256,
         )
         plan = plan_epoch(
             pieces,
@@ -214,8 +209,8 @@ def test_cli_memory_only_for_the_8b_preset(capsys):
 
 
 def test_cli_counts_steps_from_real_token_lengths(capsys):
+    from sft.config import DataConfig
     from sft.data.dataset import prepare_data
-    from sft.data.plan import plan_epoch
     from sft.models.tiny import build_tiny_tokenizer
 
     args = [
@@ -231,11 +226,7 @@ def test_cli_counts_steps_from_real_token_lengths(capsys):
     out = capsys.readouterr().out
     data = prepare_data(
         build_tiny_tokenizer(),
-        path="",
-        demo_size=60,
-        max_length=512,
-        max_bad_fraction=0.5,
-        val_fraction=0.05,
+        DataConfig(path="", demo_size=60, max_length=512, max_bad_fraction=0.5, val_fraction=0.05),
         progress=False,
     )
     rows = {

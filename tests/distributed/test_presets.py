@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sft.cli_config import compose_job
-from sft.config import PACK_STRATEGIES
+from sft.data.packing import PackStrategy
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
@@ -30,7 +30,11 @@ def test_the_paper_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize(
     "collator",
-    ["collator=padding", *[f"collator=packing collator.strategy={s}" for s in PACK_STRATEGIES]],
+    [
+        "collator=padding",
+        "collator=padding_free",
+        *[f"collator=packing collator.strategy={s}" for s in PackStrategy.values()],
+    ],
 )
 def test_every_preset_composes_with_every_collator(preset, collator):
     cfg = _job(f"experiment={preset}", *collator.split())
@@ -47,7 +51,9 @@ def test_paper_recipe(preset):
     assert cfg.experiment == preset
     assert cfg.model.name_or_path == hub_id and cfg.model.dtype == "bf16"
     assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.warmup_ratio) == (1e-5, "cosine", 0.2)
-    assert cfg.data.max_length == 4096 and cfg.collator.pack_length in (0, 4096)
+    assert cfg.data.max_length == 4096
+    packed = _job(f"experiment={preset}", "collator=packing")
+    assert packed.collator.build(packed.data.max_length).capacity == 4096
     assert (cfg.train.epochs, cfg.train.micro_batch_size, cfg.train.max_steps) == (
         epochs,
         batch,

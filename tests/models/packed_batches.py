@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from sft.data.demo import generate_demo
-from sft.data.plan import MicroBatch, plan_epoch
+from sft.data.plan import MicroBatch
 from sft.data.tokenize import tokenize_conversation
 from sft.loss import MODEL_KEYS, forward_token_losses
+from tests.planning import plan_epoch, targets_of
 
 
 @dataclass
@@ -27,11 +28,7 @@ class Corpus:
     ids: np.ndarray
     mask: np.ndarray
     pieces: np.ndarray
-
-    def labels_of(self, a: int, b: int) -> np.ndarray:
-        out = self.ids[a:b].astype(np.int64)
-        out[~self.mask[a:b]] = -100
-        return out
+    targets: np.ndarray  # shifted targets, as sft.data.targets.row_targets makes them
 
 
 def demo_corpus(tokenizer, n_rows: int = 80, min_len: int = 40, max_len: int = 200) -> Corpus:
@@ -45,7 +42,8 @@ def demo_corpus(tokenizer, n_rows: int = 80, min_len: int = 40, max_len: int = 2
     lens = np.array([len(x) for x in ids_l], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens)])
     pieces = np.stack([np.arange(len(lens)), offsets[:-1], offsets[1:]], axis=1).astype(np.int64)
-    return Corpus(np.concatenate(ids_l).astype(np.int32), np.concatenate(mask_l), pieces)
+    ids, mask = np.concatenate(ids_l).astype(np.int32), np.concatenate(mask_l)
+    return Corpus(ids, mask, pieces, targets_of(mask, pieces, ids))
 
 
 def packed_micro_batch(
@@ -137,9 +135,10 @@ def alone_output(model, corpus: Corpus, a: int, b: int, device: str = "cpu") -> 
     """The sample's tokens as a one-row batch: no mask, default positions, plain causal attention."""
     params = [p for p in model.parameters() if p.requires_grad]
     ids = torch.from_numpy(corpus.ids[a:b].astype(np.int64))[None].to(device)
-    labels = torch.from_numpy(corpus.labels_of(a, b))[None].to(device)
+    # an oracle independent of sft.data.targets: token t + 1 where it is trained
+    labels = np.where(corpus.mask[a:b], corpus.ids[a:b], -100).astype(np.int64)
     logits = model(input_ids=ids, use_cache=False).logits.float()[0]
-    targets = labels[0, 1:]
+    targets = torch.from_numpy(labels[1:]).to(device)
     loss = F.cross_entropy(logits[:-1][targets != -100], targets[targets != -100])
     return SampleOut(logits.detach(), loss.detach(), _grads(loss, params, False))
 

@@ -3,7 +3,7 @@
 For tiny llama and qwen2 models, every sample inside a packed micro-batch (real plan, real
 PackingCollator) has the same logits, loss and gradients as the sample run alone (1e-5), with
 flatten=True (one row) and flatten=False (several padded rows); the leaky control
-(`isolate=False`) differs measurably; a padding batch through varlen equals sdpa; backend
+(`collator=leaky_packing`) differs measurably; a padding batch through varlen equals sdpa; backend
 choices that would leak or cannot run are refused with a UserError.
 """
 
@@ -15,7 +15,7 @@ import importlib.util
 import pytest
 import torch
 
-from sft.data.collators import PackingCollator, PaddingCollator
+from sft.data.collators import LeakyPackingCollator, PackingCollator, PaddingCollator
 from sft.errors import UserError
 from sft.loss import MODEL_KEYS, micro_batch_loss
 from sft.models.build import load_model, resolve_attn_implementation
@@ -67,9 +67,7 @@ def _model(arch: str, backend: str):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_packed_sample_equals_sample_alone(arch, backend, flatten, corpus, rows, tokenizer):
     model = _model(arch, backend)
-    batch, meta = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(
-        rows, corpus.ids, corpus.labels_of
-    )
+    batch, meta = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(rows, corpus)
     assert "attention_mask" not in batch
     if not flatten:  # several rows, and at least one of them padded
         assert batch["input_ids"].shape[0] == 3 and meta.pad_tokens > 0
@@ -88,11 +86,9 @@ def test_packed_sample_equals_sample_alone(arch, backend, flatten, corpus, rows,
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_leaky_control_differs(arch, backend, flatten, corpus, rows, tokenizer):
-    """isolate=False (all-ones mask, running positions): later samples see earlier ones."""
+    """collator=leaky_packing (all-ones mask, running positions): later samples see earlier ones."""
     model = _model(arch, backend)
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten, isolate=False)(
-        rows, corpus.ids, corpus.labels_of
-    )
+    batch, _ = LeakyPackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(rows, corpus)
     assert bool((batch["attention_mask"] == 1).all())
     layout = [samples_of(rows)] if flatten else rows
     with torch.no_grad():
@@ -114,7 +110,7 @@ def test_leaky_control_differs(arch, backend, flatten, corpus, rows, tokenizer):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_padding_batch_through_varlen_equals_sdpa(arch, corpus, tokenizer):
     mb = padding_micro_batch(corpus, size=4)
-    batch, meta = PaddingCollator(pad_id=tokenizer.pad_token_id)(mb, corpus.ids, corpus.labels_of)
+    batch, meta = PaddingCollator(pad_id=tokenizer.pad_token_id)(mb, corpus)
     assert meta.pad_tokens > 0  # rows of different lengths: real padding to handle
     outs = {}
     for backend in ("sdpa", "varlen"):
@@ -136,7 +132,7 @@ def test_padding_batch_through_varlen_equals_sdpa(arch, corpus, tokenizer):
 def test_left_padded_batch_through_varlen_equals_sdpa(corpus, tokenizer):
     """varlen reads the 2-D mask itself: pads before the sample are kept apart too."""
     mb = padding_micro_batch(corpus, size=3)
-    batch, _ = PaddingCollator(pad_id=tokenizer.pad_token_id)(mb, corpus.ids, corpus.labels_of)
+    batch, _ = PaddingCollator(pad_id=tokenizer.pad_token_id)(mb, corpus)
     real = batch["attention_mask"].bool()
     shift = (~real).sum(-1)
     left = {
@@ -154,9 +150,7 @@ def test_left_padded_batch_through_varlen_equals_sdpa(corpus, tokenizer):
 
 def test_varlen_keeps_the_sliding_window_inside_each_sample(corpus, rows, tokenizer):
     """A sliding-window model (tiny Mistral, window 16) gets the same band per packed sample."""
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True)(
-        rows, corpus.ids, corpus.labels_of
-    )
+    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True)(rows, corpus)
     models = {
         b: load_model("tiny", arch="mistral", attn_implementation=b, seed=0)
         for b in ("varlen", "sdpa")
@@ -195,7 +189,7 @@ def test_backends_agree_on_one_sample(backend, corpus):
 @pytest.mark.parametrize("impl", ["flash_attention_2", "flash_attention_3"])
 def test_flash_attention_refused_on_cpu(impl):
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        resolve_attn_implementation(impl, "packing", cuda=False)
+        resolve_attn_implementation(impl, "varlen", cuda=False)
 
 
 @pytest.mark.skipif(
@@ -203,22 +197,29 @@ def test_flash_attention_refused_on_cpu(impl):
 )
 def test_flash_attention_refused_without_package():
     with pytest.raises(UserError, match="flash_attn"):
-        resolve_attn_implementation("flash_attention_2", "packing", cuda=True)
+        resolve_attn_implementation("flash_attention_2", "varlen", cuda=True)
 
 
 def test_flex_attention_training_refused_on_cpu():
     with pytest.raises(UserError, match="no backward on CPU"):
-        resolve_attn_implementation("flex_attention", "packing", cuda=False, training=True)
+        resolve_attn_implementation("flex_attention", "varlen", cuda=False, training=True)
     assert (
-        resolve_attn_implementation("flex_attention", "packing", cuda=False, training=False)
+        resolve_attn_implementation("flex_attention", "varlen", cuda=False, training=False)
         == "flex_attention"
     )
 
 
 def test_auto_picks_an_isolating_backend():
-    assert resolve_attn_implementation("auto", "packing", cuda=False) == "varlen"
-    assert resolve_attn_implementation("auto", "padding_free", cuda=False) == "varlen"
-    assert resolve_attn_implementation("auto", "padding", cuda=False) == "sdpa"
+    from sft.batching import BATCHING_CONFIGS
+
+    want = {
+        "padding": "sdpa",
+        "packing": "varlen",
+        "padding_free": "varlen",
+        "leaky_packing": "sdpa",
+    }
+    for name, cls in BATCHING_CONFIGS.items():
+        assert cls().build(512).attention("auto", cuda=False) == want[name], name
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -14,7 +14,7 @@ import importlib.util
 import pytest
 import torch
 
-from sft.data.collators import PackingCollator
+from sft.data.collators import LeakyPackingCollator, PackingCollator
 from sft.loss import MODEL_KEYS
 from sft.models.build import load_model, resolve_attn_implementation
 from sft.models.tiny import build_tiny_tokenizer
@@ -70,7 +70,7 @@ def rows(corpus):
 
 
 def _model(arch: str, backend: str, dtype: str):
-    assert resolve_attn_implementation(backend, "packing", cuda=True) == backend
+    assert resolve_attn_implementation(backend, "varlen", cuda=True) == backend
     return load_model("tiny", arch=arch, attn_implementation=backend, dtype=dtype, seed=0).cuda()
 
 
@@ -81,9 +81,7 @@ def test_packed_sample_equals_sample_alone_gpu(arch, backend, flatten, corpus, r
     _needs(backend)
     dtype, tol, gtol = CASES[backend]
     model = _model(arch, backend, dtype)
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(
-        rows, corpus.ids, corpus.labels_of
-    )
+    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=flatten)(rows, corpus)
     assert "attention_mask" not in batch
     packed = packed_outputs(model, batch, rows, flatten, device="cuda")
     for (a, b, _), got in zip(samples_of(rows), packed):
@@ -99,9 +97,7 @@ def test_leaky_control_differs_gpu(backend, corpus, rows, tokenizer):
     _needs(backend)
     dtype, tol, _ = CASES[backend]
     model = _model("llama", backend, dtype)
-    batch, _ = PackingCollator(pad_id=tokenizer.pad_token_id, flatten=True, isolate=False)(
-        rows, corpus.ids, corpus.labels_of
-    )
+    batch, _ = LeakyPackingCollator(pad_id=tokenizer.pad_token_id, flatten=True)(rows, corpus)
     inputs = {k: batch[k].cuda() for k in MODEL_KEYS if k in batch}
     with torch.no_grad():
         logits = model(**inputs, use_cache=False).logits[0].float()

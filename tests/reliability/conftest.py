@@ -21,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "sft" / "train.py")
+FAULT_TRAIN = str(ROOT / "tests" / "reliability" / "fault_train.py")  # sft/train.py + fault hooks
 
 # 24 demo rows, rows longer than 512 tokens dropped by policy -> a few steps per epoch
 TINY = [
@@ -61,10 +62,12 @@ def env_for(extra: dict | None = None) -> dict:
     return env
 
 
-def launcher(processes: int, engine: str = "ddp") -> list[str]:
-    """The command prefix: the script itself for 1 process, `accelerate launch` on CPU otherwise."""
+def launcher(processes: int, engine: str = "ddp", faults: bool = False) -> list[str]:
+    """The command prefix: the script itself for 1 process, `accelerate launch` on CPU otherwise;
+    with `faults`, the script that runs the trainer with the tests' fault hooks."""
+    script = FAULT_TRAIN if faults else TRAIN
     if processes == 1:
-        return [sys.executable, TRAIN]
+        return [sys.executable, script]
     return [
         sys.executable,
         "-m",
@@ -75,7 +78,7 @@ def launcher(processes: int, engine: str = "ddp") -> list[str]:
         str(processes),
         "--main_process_port",
         str(_free_port()),
-        TRAIN,
+        script,
         f"distributed={engine}",
     ]
 
@@ -103,7 +106,8 @@ def run_train(
     env: dict | None = None,
     timeout: float = 300,
 ) -> Run:
-    cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
+    faults = "SFT_TEST_FAULT" in (env or {})
+    cmd = launcher(processes, engine, faults) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
     try:
         p = subprocess.run(
@@ -128,7 +132,8 @@ def start_train(
     run_dir: Path, *overrides: str, processes: int = 1, engine: str = "ddp", env: dict | None = None
 ) -> subprocess.Popen:
     """Start a run in its own session; its output goes to <run_dir>.out / .err beside the run dir."""
-    cmd = launcher(processes, engine) + [*overrides, f"run_dir={run_dir}"]
+    faults = "SFT_TEST_FAULT" in (env or {})
+    cmd = launcher(processes, engine, faults) + [*overrides, f"run_dir={run_dir}"]
     extra = _launch_env(processes, engine, env)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{run_dir}.out", "w") as out, open(f"{run_dir}.err", "w") as err:

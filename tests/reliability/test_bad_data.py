@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sft.data.collators import build_collator
+from sft.batching import BATCHING_CONFIGS
+from sft.config import DataConfig, ModelConfig
 from sft.data.dataset import prepare_data
-from sft.data.plan import plan_epoch
 from sft.errors import UserError
 from sft.models.build import load_tokenizer
 
@@ -61,17 +61,14 @@ def write_jsonl(path: Path, bad_lines: dict[int, bytes], n: int = 12) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer("tiny")
+    return load_tokenizer(ModelConfig(name_or_path="tiny"))
 
 
 def prepare(tokenizer, path: Path, max_bad_fraction: float = 0.0, **kw):
     return prepare_data(
         tokenizer,
-        path=str(path),
-        max_length=MAX_LENGTH,
-        max_bad_fraction=max_bad_fraction,
+        DataConfig(path=str(path), max_length=MAX_LENGTH, max_bad_fraction=max_bad_fraction, **kw),
         progress=False,
-        **kw,
     )
 
 
@@ -121,26 +118,23 @@ def test_no_micro_batch_without_a_target_is_ever_built(tokenizer, tmp_path, coll
     path = write_jsonl(tmp_path / "d.jsonl", bad, n=40)
     data = prepare(tokenizer, path, max_bad_fraction=0.5)
     assert data.report.counts["no_supervised_tokens"] == len(bad)  # the filter had work to do
-    collate = build_collator(
-        collator, pad_id=tokenizer.pad_token_id, pad_to_multiple_of=1, flatten=False, isolate=True
-    )
+    batching = BATCHING_CONFIGS[collator]().build(MAX_LENGTH)
+    collate = batching.collator(tokenizer.pad_token_id, "sdpa")
     seen = 0
     for epoch in range(2):
-        plan = plan_epoch(
+        plan = batching.plan(
             data.train,
-            data.tokens.mask,
-            kind=collator,
+            data.tokens.targets,
             micro_batch_size=1,
             grad_accum=2,
             world_size=2,
             seed=0,
             epoch=epoch,
-            capacity=MAX_LENGTH,
         )
         for step in plan.steps:
             for rank in step:
                 for rows in rank:
-                    _, meta = collate(rows, data.tokens.ids, data.tokens.labels)
+                    _, meta = collate(rows, data.tokens)
                     assert meta.targets > 0, f"micro-batch {rows} has no supervised token"
                     seen += 1
     assert seen > 10

@@ -1,7 +1,7 @@
 """Non-finite loss: every rank agrees to skip the update, the step is logged loudly, and too many
 in a row abort the run (exit 3) naming step, rank and samples, with the last good checkpoint intact.
 
-NaN is injected through the test-only hook SFT_TEST_FAULT="nan@<steps>[:<rank>]" of the trainer.
+NaN is injected through the tests' fault hooks, SFT_TEST_FAULT="nan@<steps>[:<rank>]" (faults.py).
 """
 
 from __future__ import annotations

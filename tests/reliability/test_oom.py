@@ -1,7 +1,7 @@
 """Out of memory: one actionable line, exit code 4, and the launcher's summary names the rank.
 
-The OOM is raised by the test-only hook SFT_TEST_FAULT="oom@<step>[:<rank>]" (a
-torch.OutOfMemoryError where the forward pass would run).
+The OOM is raised by the tests' fault hooks, SFT_TEST_FAULT="oom@<step>[:<rank>]" (a
+torch.OutOfMemoryError where the forward pass would run; tests/reliability/faults.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from sft.trainer import EXIT_OOM, oom_advice
+from sft.oom import oom_advice
+from sft.trainer import EXIT_OOM
 
 from .conftest import TINY, run_train
 
@@ -21,8 +22,9 @@ def test_advice_names_every_knob_cheapest_first():
         step=7,
         micro_batch_size=4,
         grad_accum=2,
-        collator="packing",
-        pack_length=4096,
+        rows="4 packs of 4096 tokens",
+        length_key="collator.pack_length",
+        length=4096,
         zero_stage=0,
         offload="none",
         gradient_checkpointing=False,
@@ -49,8 +51,9 @@ def test_advice_moves_on_once_the_cheap_knobs_are_used():
         step=1,
         micro_batch_size=1,
         grad_accum=8,
-        collator="padding",
-        pack_length=2048,
+        rows="1 samples of up to 2048 tokens",
+        length_key="data.max_length",
+        length=2048,
         zero_stage=3,
         offload="none",
         gradient_checkpointing=True,
@@ -64,8 +67,9 @@ def test_advice_moves_on_once_the_cheap_knobs_are_used():
         step=1,
         micro_batch_size=1,
         grad_accum=8,
-        collator="padding",
-        pack_length=2048,
+        rows="1 samples of up to 2048 tokens",
+        length_key="data.max_length",
+        length=2048,
         zero_stage=3,
         offload="cpu",
         gradient_checkpointing=True,

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sft import checkpoint as ckpt
-from sft.trainer import EXIT_PREEMPTED, Recipe
+from sft.stop import StopRequest
+from sft.trainer import EXIT_PREEMPTED
 
 from .conftest import (
     MULTI,
@@ -51,11 +52,10 @@ def signal_repeatedly(pids: list[int], sig: int, times: int = 10, every: float =
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_handler_only_sets_a_flag_and_a_second_signal_is_ignored(sig, capsys):
-    recipe = Recipe.__new__(Recipe)  # the handler needs no model
-    recipe.rank, recipe.stop_requested = 0, False
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
-        recipe._install_signal_handlers()
+        stop = StopRequest()
+        assert stop() is False
         os.kill(os.getpid(), sig)
         time.sleep(0.05)
         ignored = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)]
@@ -65,7 +65,7 @@ def test_handler_only_sets_a_flag_and_a_second_signal_is_ignored(sig, capsys):
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
-    assert recipe.stop_requested is True
+    assert stop() is True and stop.requested is True
     assert ignored == [signal.SIG_IGN, signal.SIG_IGN]
     assert capsys.readouterr().out.count("got signal") == 1
 

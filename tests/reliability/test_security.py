@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from sft.cli_config import CONFIG_DIR, compose_job
-from sft.models.build import load_model, load_tokenizer
+from sft.config import ModelConfig
+from sft.models.build import load_model
 
 from .conftest import ROOT, SINGLE, TINY, run_train
 
@@ -35,8 +36,8 @@ SECRETS = {
 def test_trust_remote_code_is_off_unless_set(model):
     cfg, _ = compose_job([f"model={model}", "run_dir=/tmp/unused"])
     assert cfg.model.trust_remote_code is False
-    for fn in (load_model, load_tokenizer):
-        assert inspect.signature(fn).parameters["trust_remote_code"].default is False
+    assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
+    assert ModelConfig().trust_remote_code is False  # load_tokenizer reads it from model.*
 
 
 def test_no_code_path_forces_remote_code_or_unsafe_loading():

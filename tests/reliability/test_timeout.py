@@ -1,6 +1,6 @@
 """A hung collective fails at the process-group timeout (distributed.timeout_minutes), not never.
 
-Rank 1 stalls at step 2 (test-only hook SFT_TEST_FAULT="stall@2:1", until a signal); rank 0 waits
+Rank 1 stalls at step 2 (the tests' fault hook SFT_TEST_FAULT="stall@2:1", faults.py, until a signal); rank 0 waits
 in the step's all-reduce, times out after one minute and fails; the launcher then stops the
 stalled rank. Without the timeout the run would hang (gloo's default is 30 minutes).
 """

@@ -21,11 +21,17 @@ BENCH = {  # name: {task: accuracy}
 }
 
 
+def _label(collator: str, strategy: str | None) -> str:
+    from sft.batching import label_of
+
+    return label_of({"name": collator, **({"strategy": strategy} if strategy else {})})
+
+
 def write_run(root: Path, name: str, *, evals: bool = True, bench: bool = True) -> Path:
     collator, strategy, steps, tps, ratio, eff = SETUPS[name]
     run = root / name
     run.mkdir(parents=True)
-    collator_yaml = f"collator:\n  _name: {collator}\n" + (
+    collator_yaml = f"collator:\n  name: {collator}\n" + (
         f"  strategy: {strategy}\n" if strategy else ""
     )
     (run / "config.yaml").write_text(
@@ -63,6 +69,11 @@ def write_run(root: Path, name: str, *, evals: bool = True, bench: bool = True) 
         "run_name": name,
         "collator": collator,
         "strategy": strategy,
+        "batching": {
+            "collator": collator,
+            "strategy": strategy,
+            "label": _label(collator, strategy),
+        },
         "model": "tiny",
         "steps": steps,
         "epochs": 3,

@@ -12,33 +12,34 @@ from .conftest import write_run
 
 
 @pytest.mark.parametrize(
-    ("collator", "strategy", "label"),
+    ("collator", "label"),
     [
-        ("padding", None, "padding"),
-        ("packing", "random_concat", "random packing"),
-        ("packing", "bfd", "greedy packing"),
-        ("packing", "ffd", "greedy packing"),
-        ("packing", "next_fit", "my-run"),
-        ("padding_free", None, "my-run"),
-        (None, None, "my-run"),
+        ({"name": "padding"}, "padding"),
+        ({"name": "packing", "strategy": "random_concat"}, "random packing"),
+        ({"name": "packing", "strategy": "bfd"}, "greedy packing"),
+        ({"name": "packing", "strategy": "ffd"}, "greedy packing"),
+        ({"name": "packing", "strategy": "next_fit"}, "packing next_fit"),
+        ({"name": "padding_free"}, "padding_free"),
+        ({"_name": "packing", "isolate": True}, "greedy packing"),  # a config of an older version
+        ({}, "my-run"),
     ],
 )
-def test_column_label(collator: str | None, strategy: str | None, label: str) -> None:
-    assert column_label(collator, strategy, "my-run") == label
+def test_column_label_from_the_config(collator: dict, label: str) -> None:
+    assert column_label({}, collator, "my-run") == label
 
 
-def test_config_name_key_and_summary_fallback(tmp_path: Path) -> None:
+def test_column_label_prefers_the_summary(tmp_path: Path) -> None:
+    summary = {"batching": {"label": "random packing"}}
+    assert column_label(summary, {"name": "padding"}, "x") == "random packing"
     run = write_run(tmp_path, "lima-random")
-    text = (run / "config.yaml").read_text().replace("_name: packing", "name: packing")
-    (run / "config.yaml").write_text(text)
-    loaded = load_run(run)
+    assert load_run(run).column == "random packing"
+    (run / "summary.json").unlink()
+    loaded = load_run(run)  # from config.yaml
     assert (loaded.collator, loaded.strategy, loaded.column) == (
         "packing",
         "random_concat",
         "random packing",
     )
-    (run / "config.yaml").unlink()
-    assert load_run(run).column == "random packing"  # from summary.json
 
 
 def test_eval_lines_are_separated_from_training_lines(tmp_path: Path) -> None:
