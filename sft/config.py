@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sft.batching import BATCHING_CONFIGS
+from sft.batching import BATCHING_CONFIGS, option_class
 from sft.choice import Choice
 from sft.errors import UserError
 
@@ -366,11 +366,8 @@ def to_job_config(cfg: DictConfig) -> JobConfig:
 def job_config_from_yaml(path: Path) -> JobConfig:
     """The JobConfig of a run's config.yaml (its collator option read from `collator.name`)."""
     raw = OmegaConf.load(path)
-    name = raw.get("collator", {}).get("name", "padding")
-    if name not in BATCHING_CONFIGS:
-        raise UserError(f"{path}: collator.name={name!r} is not one of {list(BATCHING_CONFIGS)}")
     schema = OmegaConf.structured(JobConfig)
-    schema.collator = OmegaConf.structured(BATCHING_CONFIGS[name])
+    schema.collator = OmegaConf.structured(option_class(raw.get("collator", {}), where=str(path)))
     return to_job_config(OmegaConf.merge(schema, raw))
 
 

@@ -81,7 +81,10 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
             get_error_handler().record_exception(advice)
         return EXIT_OOM
     finally:
-        close_distributed(recipe.engine if recipe is not None else None)
+        if recipe is not None:
+            recipe.close()
+        else:
+            close_distributed(None)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")

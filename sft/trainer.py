@@ -31,7 +31,7 @@ from sft import run_dir
 from sft.build import build_model, build_optimizer
 from sft.config import JobConfig
 from sft.data.dataset import prepare_data
-from sft.engine import setup_engine
+from sft.engine import close_distributed, setup_engine
 from sft.epochs import Epochs
 from sft.evaluation import validation_loss
 from sft.hooks import StepHooks
@@ -308,6 +308,9 @@ class Recipe:
     def benchmark(self, target: Path) -> None:
         t = self.cfg.train
         run_benchmarks(self.acc, target, t.benchmark_tasks, t.benchmark_limit, self.step)
+
+    def close(self) -> None:
+        close_distributed(self.engine)
 
     def summary_facts(self) -> dict:
         c, plan0 = self.cfg, self.epochs.plan(0)

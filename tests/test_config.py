@@ -100,3 +100,33 @@ def test_cli_bad_value_prints_one_line_and_exits_2(tmp_path):
         )
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_configuration_doc_is_generated_from_the_dataclasses():
+    from sft.config_docs import main
+
+    assert main(["--check"]) == 0, "docs/configuration.md is stale: run `python -m sft.config_docs`"
+
+
+def test_every_config_field_has_a_docstring():
+    import dataclasses
+
+    from sft.batching import BATCHING_CONFIGS
+    from sft.config import (
+        DataConfig,
+        DistributedConfig,
+        LoraConfig,
+        ModelConfig,
+        OptimConfig,
+        TrainConfig,
+    )
+    from sft.config_docs import field_docs
+
+    classes = [ModelConfig, LoraConfig, DataConfig, OptimConfig, DistributedConfig, TrainConfig]
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in [*classes, *BATCHING_CONFIGS.values()]
+        for f in dataclasses.fields(cls)
+        if f.name not in field_docs(cls)
+    ]
+    assert missing == []

@@ -38,9 +38,7 @@ BASE = [
 
 def _recipe(run_dir: Path, overrides: list[str]) -> Recipe:
     cfg, yaml = compose_job([*BASE, *overrides, f"run_dir={run_dir}"])
-    recipe = Recipe(cfg, yaml)
-    recipe.setup()
-    return recipe
+    return Recipe(cfg, yaml)
 
 
 def _train(run_dir: Path, overrides: list[str]) -> tuple[list[dict], dict]:
@@ -171,10 +169,10 @@ def test_same_samples_same_step_packing_vs_padding(tmp_path):
 def _hand_losses(recipe: Recipe, step_rows) -> list[tuple[float, int, list[float]]]:
     """Per micro-batch: (token-loss sum, target count, per-sample mean losses), with plain torch."""
     out = []
-    model = recipe.accelerator.unwrap_model(recipe.model)
+    model = recipe.acc.unwrap_model(recipe.model)
     with torch.no_grad():
         for rows in step_rows:
-            batch, _ = recipe.collate(rows, recipe.data.tokens.ids, recipe.labels_of)
+            batch, _ = recipe.collate(rows, recipe.data.tokens)
             logits = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -182,9 +180,9 @@ def _hand_losses(recipe: Recipe, step_rows) -> list[tuple[float, int, list[float
             ).logits.double()
             per_sample, total, count = [], 0.0, 0
             for r in range(logits.shape[0]):
-                tgt = batch["labels"][r, 1:]
+                tgt = batch["targets"][r]
                 keep = tgt != -100
-                losses = F.cross_entropy(logits[r, :-1][keep], tgt[keep], reduction="none")
+                losses = F.cross_entropy(logits[r][keep], tgt[keep], reduction="none")
                 per_sample.append(float(losses.mean()))
                 total += float(losses.sum())
                 count += int(keep.sum())
@@ -206,7 +204,7 @@ def test_loss_normalization_matches_a_hand_computation(tmp_path, norm):
         ],
     )
     try:
-        hand = _hand_losses(recipe, recipe.plan(0).steps[0][0])
+        hand = _hand_losses(recipe, recipe.epochs.plan(0).steps[0][0])
         assert len(hand) == 3
         assert recipe.train() == 0
     finally:

@@ -53,6 +53,16 @@ def comparison(own: Batching) -> list[Batching]:
     return choices
 
 
+def option_class(collator, where: str = "config.yaml"):
+    """The config class of a `collator:` section as config.yaml records it (by its name)."""
+    from sft.errors import UserError
+
+    name = str(collator.get("name") or collator.get("_name") or "padding")
+    if name not in BATCHING_CONFIGS:
+        raise UserError(f"{where}: collator {name!r} is not one of {list(BATCHING_CONFIGS)}")
+    return BATCHING_CONFIGS[name]
+
+
 def label_of(collator: dict) -> str | None:
     """The report label ("padding", "greedy packing", ...) of a run's `collator:` section as
     config.yaml records it; None when it names no known option."""

@@ -157,3 +157,35 @@ def test_module_entry_point_exit_code():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data=nope is not an option")
+
+
+TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] | upper }}: {{ m['content'] }} ###\n{% endfor %}"
+    "{% if add_generation_prompt %}### ASSISTANT: {% endif %}"
+)
+
+
+def test_sft_data_and_the_trainer_see_the_same_tokens_with_a_custom_chat_template(tmp_path, capsys):
+    """model.chat_template reaches sft-data exactly as it reaches the trainer."""
+    from sft.cli_config import compose_job
+    from sft.trainer import Recipe
+
+    template = tmp_path / "t.jinja"
+    template.write_text(TEMPLATE)
+    overrides = [*DATA, f"model.chat_template={template}", "data.val_fraction=0"]
+    shown = load(overrides)
+    default = load([*DATA, "data.val_fraction=0"])
+    first = shown.data.tokens.ids[shown.data.train[0, 1] : shown.data.train[0, 2]]
+    assert "### USER: " in shown.tokenizer.decode(first.tolist())  # the custom template is used
+    assert len(shown.data.tokens.ids) != len(default.data.tokens.ids)
+    cfg, yaml = compose_job([*overrides, "train.max_steps=1", f"run_dir={tmp_path / 'run'}"])
+    recipe = Recipe(cfg, yaml)
+    try:
+        trained = recipe.data
+    finally:
+        recipe.close()
+    assert np.array_equal(trained.tokens.ids, shown.data.tokens.ids)
+    assert np.array_equal(trained.tokens.targets, shown.data.tokens.targets)
+    assert np.array_equal(trained.train, shown.data.train)
+    main(["show", *overrides, "--index", "0"])
+    assert "### USER: " in capsys.readouterr().out

@@ -120,3 +120,24 @@ def test_shared_lima_loads(tiny_tokenizer, shared_data):
         progress=False,
     )
     assert len(d.train) == 50
+
+
+def test_limit_with_val_path_cuts_training_rows_only(tiny_tokenizer, tmp_path):
+    """data.limit keeps the first N training rows; every val_path row stays validation."""
+
+    def conv(tag: str, i: int) -> dict:
+        return {
+            "messages": [
+                {"role": "user", "content": f"{tag} question {i}"},
+                {"role": "assistant", "content": f"{tag} answer {i}"},
+            ]
+        }
+
+    tr = _write(tmp_path / "train.jsonl", [conv("train", i) for i in range(40)])
+    va = _write(tmp_path / "val.jsonl", [conv("val", i) for i in range(10)])
+    d = prepare_data(tiny_tokenizer, DataConfig(path=tr, val_path=va, limit=20), progress=False)
+    train_ids = [d.tokens.row_ids[int(r)] for r in d.train[:, 0]]
+    val_ids = [d.tokens.row_ids[int(r)] for r in d.val[:, 0]]
+    assert len(train_ids) == 20 and all(w.startswith(tr) for w in train_ids)
+    assert len(val_ids) == 10 and all(w.startswith(va) for w in val_ids)
+    assert sorted(val_ids) == sorted(f"{va}:{i}" for i in range(1, 11))

@@ -27,9 +27,8 @@ def main(overrides: list[str]) -> int:
     cfg, config_yaml = compose_job(overrides)
     recipe = Recipe(cfg, config_yaml)
     try:
-        recipe.setup()
         code = recipe.train()
-        acc = recipe.accelerator
+        acc = recipe.acc
         model = acc.unwrap_model(recipe.model)
         named = dict(model.named_parameters())
         with deepspeed.zero.GatheredParameters(list(named.values()), modifier_rank=None):

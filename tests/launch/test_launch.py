@@ -14,18 +14,20 @@ import yaml
 from sft.errors import UserError
 from sft.launch import (
     DISTRIBUTED_NAMES,
-    LaunchArgs,
     accelerate_config_for,
     check_config_fits,
-    derived_port,
-    expand_nodelist,
     expand_sweep,
     launch_command,
     main,
     override_value,
-    procs_per_node_from_env,
     recorded_exit_code,
     run_dir_for_job,
+)
+from sft.slurm_world import (
+    LaunchArgs,
+    derived_port,
+    expand_nodelist,
+    procs_per_node_from_env,
     slurm_launch_args,
 )
 
