@@ -3,12 +3,15 @@
     checkpoints/.tmp-step-N/   every rank writes its part: accelerate `save_state` (model as
                                safetensors, optimizer, engine shards) and rng_state_<rank>.json
     -> barrier -> rank 0 writes trainer_state.json (step, data position, scheduler, totals),
-       config.yaml, then manifest.json LAST (step, world size, config hash, compat, files+sizes)
+       config.yaml, then manifest.json LAST (step, world size, config hash, compat, the size and
+       sha256 of every file)
     -> fsync, rename to checkpoints/step-N (atomic on one filesystem), fsync the parent
     -> only now: prune (keep_last), drop invalid leftovers and steps of an abandoned timeline
 
 Invariant: `latest_checkpoint()` only returns directories named step-N whose manifest exists and
-whose files all exist with the recorded sizes; stale `.tmp-*` directories are removed at start;
+whose files all exist with the recorded sizes (with `verify=True`: and the recorded sha256, so
+a damaged byte is caught; a checkpoint that fails is skipped, naming it and the file, and the
+previous one is used); stale `.tmp-*` directories are removed at start;
 retention deletes old checkpoints only after the new one is committed; a checkpoint written
 under another world size / batch / model / data is refused before anything is loaded.
 
@@ -89,6 +92,35 @@ def is_valid(ckpt: Path) -> bool:
         return False
 
 
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(ckpt: Path) -> str | None:
+    """None when every file of the manifest has its recorded size and sha256; else the problem."""
+    man = ckpt / MANIFEST
+    try:
+        data = json.loads(man.read_text())
+        files, sums = data["files"], data.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"no readable manifest ({type(e).__name__})"
+    if not files:
+        return "its manifest lists no file"
+    for rel, size in files.items():
+        f = ckpt / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, the manifest says {size}"
+        if sums is not None and sha256_file(f) != sums.get(rel):
+            return f"{rel} does not match its sha256 (damaged)"
+    return None
+
+
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
     """Committed step-N directories, oldest first (validity not checked)."""
     if not ckpt_root.is_dir():
@@ -101,14 +133,14 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(found, key=step_of)
 
 
-def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    """The newest valid checkpoint; invalid (truncated, manifest-less) ones are skipped loudly."""
+def latest_checkpoint(ckpt_root: Path, verify_sums: bool = False) -> Path | None:
+    """The newest valid checkpoint; invalid (truncated, manifest-less, with `verify_sums`: also
+    damaged) ones are skipped with a line naming them and what is wrong."""
     for p in reversed(list_checkpoints(ckpt_root)):
-        if is_valid(p):
+        problem = verify(p) if verify_sums else (None if is_valid(p) else "incomplete")
+        if problem is None:
             return p
-        log.warning(
-            "skipping %s: incomplete checkpoint (missing manifest or a file of the wrong size)", p
-        )
+        print(f"[sft] skipping checkpoint {p}: {problem}; trying the previous one", flush=True)
     return None
 
 
@@ -175,9 +207,9 @@ def save_checkpoint(
     if accelerator.is_main_process:
         _write_json(tmp / STATE, state)
         (tmp / "config.yaml").write_text(config_yaml)
-        files = {
-            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        paths = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in paths}
+        sums = {str(p.relative_to(tmp)): sha256_file(p) for p in paths}
         _write_json(
             tmp / MANIFEST,
             {
@@ -186,6 +218,7 @@ def save_checkpoint(
                 "config_hash": config_hash(config_yaml),
                 "compat": compat or {},
                 "files": files,
+                "sha256": sums,
             },
         )
         _fsync_dir(tmp)

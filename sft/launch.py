@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sft.config import Engine
+from sft.choice import Engine
 from sft.errors import UserError, exit_on_user_error
 from sft.slurm_world import (
     LaunchArgs,

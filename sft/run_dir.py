@@ -19,8 +19,23 @@ from pathlib import Path
 from sft import checkpoint as ckpt
 from sft.engine import Engine
 from sft.errors import UserError
+from sft.run_lock import RunLock
 
 log = logging.getLogger("sft")
+
+
+def lock(run_dir: Path, engine: Engine) -> RunLock | None:
+    """Rank 0 takes the run_dir's lock; every rank learns whether it could (one collective), so
+    a refused run stops everywhere before it writes anything."""
+    held, refused = None, None
+    if engine.main:
+        try:
+            held = RunLock(run_dir)
+        except UserError as e:
+            refused = e
+    if engine.all_reduce([1.0 if refused is None else 0.0])[0] < engine.world:
+        raise refused or UserError(f"run_dir {run_dir} is in use by another run (see rank 0)")
+    return held
 
 
 def compat_record(
@@ -73,11 +88,15 @@ def resume(
     """(step, totals) to start from; restores model, optimizer, RNG and schedule (collective)."""
     root = run_dir / "checkpoints"
     r = resume_from
-    path = ckpt.latest_checkpoint(root) if r == "latest" else (None if r == "none" else Path(r))
-    if path is not None and not ckpt.is_valid(path):
-        raise UserError(
-            f"train.resume_from={r}: {path} is not a complete checkpoint (no valid manifest)"
-        )
+    if r == "latest":  # rank 0 verifies every file's sha256 and decides for all ranks
+        found = ckpt.latest_checkpoint(root, verify_sums=True) if engine.main else None
+        chosen = int(engine.all_reduce([ckpt.step_of(found) + 1 if found else 0])[0])
+        path = root / f"step-{chosen - 1}" if chosen else None
+    else:
+        path = None if r == "none" else Path(r)
+        problem = ckpt.verify(path) if path is not None and engine.main else None
+        if problem is not None:
+            raise UserError(f"train.resume_from={r}: not a usable checkpoint: {problem}")
     step, totals = 0, None
     if path is not None:
         state = ckpt.load_checkpoint(engine.accelerator, path, compat)  # refuses another setup

@@ -93,7 +93,24 @@ def run(cfg: DictConfig) -> None:
     _EXIT_CODES.append(train_job(cfg, _HOOKS[0] if _HOOKS else None))
 
 
+def verify_checkpoint(path: str) -> int:
+    """`sft-train --verify-checkpoint PATH`: check one checkpoint's files and sha256 sums."""
+    from sft.checkpoint import verify
+
+    problem = verify(Path(path))
+    if problem is None:
+        print(f"ok: {path}: every file matches the manifest's size and sha256")
+        return 0
+    print(f"error: {path}: {problem}", file=sys.stderr)
+    return UserError.exit_code
+
+
 def main(hooks: StepHooks | None = None) -> None:
+    if sys.argv[1:2] == ["--verify-checkpoint"]:
+        if len(sys.argv) != 3:
+            print("error: usage: sft-train --verify-checkpoint PATH", file=sys.stderr)
+            sys.exit(UserError.exit_code)
+        sys.exit(verify_checkpoint(sys.argv[2]))
     _HOOKS[:] = [hooks] if hooks is not None else []
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us: one line, not Hydra's text
     pin_hydra_run_dir(sys.argv)

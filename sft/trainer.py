@@ -69,6 +69,7 @@ class Recipe:
             seed=cfg.seed,
         )
         self.acc, self.rank, self.world = eng.accelerator, eng.rank, eng.world
+        self.lock = run_dir.lock(self.run_dir, eng)  # one run per run_dir, released in close()
         self.batching = cfg.collator.build(d.max_length)
         self.attn = self.batching.attention(m.attn_implementation, eng.cuda)
         with self.acc.main_process_first():
@@ -310,6 +311,8 @@ class Recipe:
         run_benchmarks(self.acc, target, t.benchmark_tasks, t.benchmark_limit, self.step)
 
     def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
         close_distributed(self.engine)
 
     def summary_facts(self) -> dict:

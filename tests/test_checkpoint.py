@@ -187,3 +187,36 @@ def test_redact_secrets_replaces_credential_values_only():
     out = ckpt.redact_secrets(text, env)
     assert "hf_abcdefghijklmnop" not in out and "wandb-0123456789abcdef" not in out
     assert "<redacted:HF_TOKEN>" in out and "/home/someone" in out and "x: abc" in out
+
+
+def test_verify_catches_a_changed_byte_of_the_same_size(tmp_path):
+    import json
+
+    from sft import checkpoint as ckpt
+
+    d = tmp_path / "step-1"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"x" * 1000)
+    files = {"a.bin": 1000}
+    sums = {"a.bin": ckpt.sha256_file(d / "a.bin")}
+    (d / ckpt.MANIFEST).write_text(json.dumps({"files": files, "sha256": sums}))
+    assert ckpt.verify(d) is None
+    (d / "a.bin").write_bytes(b"x" * 999 + b"y")
+    assert ckpt.is_valid(d)  # the size check alone is fooled
+    assert ckpt.verify(d) == "a.bin does not match its sha256 (damaged)"
+    assert ckpt.latest_checkpoint(tmp_path, verify_sums=True) is None
+
+
+def test_verify_checkpoint_command(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "sft" / "train.py"), "--verify-checkpoint", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path}: no readable manifest")

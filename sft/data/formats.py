@@ -48,7 +48,11 @@ def detect_format(row: dict[str, Any]) -> str:
 
 
 def _turns(turns: Any, role_key: str, content_key: str) -> list[dict[str, str]]:
-    if not isinstance(turns, list) or not turns:
+    if turns is not None and not isinstance(turns, list):
+        raise RowError(
+            "malformed_conversation", f"expected a list of turns, got {type(turns).__name__}"
+        )
+    if not turns:
         raise RowError("empty_conversation")
     out = []
     for t in turns:
@@ -62,6 +66,15 @@ def _turns(turns: Any, role_key: str, content_key: str) -> list[dict[str, str]]:
             raise RowError("non_text_content", type(content).__name__)
         out.append({"role": role, "content": content})
     return out
+
+
+def _text(value: Any, key: str, optional: bool = False) -> str:
+    """A string field; None is "" only where the field is optional (never trains "None")."""
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise RowError("non_text_content", f"{key} is {type(value).__name__}, not a string")
+    return value
 
 
 def to_messages(
@@ -79,17 +92,18 @@ def to_messages(
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise RowError("malformed_history")
             msgs += [
-                {"role": "user", "content": str(pair[0])},
-                {"role": "assistant", "content": str(pair[1])},
+                {"role": "user", "content": _text(pair[0], "history")},
+                {"role": "assistant", "content": _text(pair[1], "history")},
             ]
-        instr, inp = row.get("instruction") or "", row.get("input") or ""
+        instr = _text(row.get("instruction"), "instruction", optional=True)
+        inp = _text(row.get("input"), "input", optional=True)
         user = f"{instr}\n\n{inp}" if inp else instr
         msgs += [
             {"role": "user", "content": user},
-            {"role": "assistant", "content": str(row.get("output", ""))},
+            {"role": "assistant", "content": _text(row.get("output"), "output")},
         ]
         if row.get("system"):
-            msgs.insert(0, {"role": "system", "content": str(row["system"])})
+            msgs.insert(0, {"role": "system", "content": _text(row["system"], "system")})
     elif fmt == "prompt_completion":
         prompt = row.get("prompt", row.get("question"))
         completion = row.get("completion", row.get("answer"))

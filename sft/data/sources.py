@@ -32,11 +32,30 @@ class RawRows:
     source: str
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice (json.loads would silently keep the last)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise DuplicateKeyError(k)
+        seen[k] = v
+    return seen
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
 def _read_jsonl(path: Path) -> RawRows:
     rows, bad = [], []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark (some editors write one)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -45,9 +64,12 @@ def _read_jsonl(path: Path) -> RawRows:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = _loads(line)
             except json.JSONDecodeError as e:
                 bad.append(BadRow(where, "malformed_json", e.msg))
+                continue
+            except DuplicateKeyError as e:
+                bad.append(BadRow(where, "duplicate_key", f"key {e} appears twice"))
                 continue
             if not isinstance(obj, dict):
                 bad.append(BadRow(where, "not_an_object", type(obj).__name__))
@@ -59,11 +81,13 @@ def _read_jsonl(path: Path) -> RawRows:
 
 def _read_json(path: Path) -> RawRows:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = _loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e}); re-encode the file as UTF-8") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    except DuplicateKeyError as e:
+        raise UserError(f"{path}: a JSON object names the key {e} twice; keep one") from None
     if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -79,6 +103,18 @@ def _read_json(path: Path) -> RawRows:
             continue
         rows.append({**obj, "_where": where})
     return RawRows(rows, bad, str(path))
+
+
+def _read_parquet(path: Path) -> RawRows:
+    import datasets
+    import pyarrow as pa
+
+    try:
+        ds = datasets.Dataset.from_parquet(str(path))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable parquet file ({first})") from None
+    return _from_datasets(ds, str(path))
 
 
 def _from_datasets(ds: Any, source: str) -> RawRows:
@@ -108,9 +144,7 @@ def read_rows(
         if suffix == ".json":
             return _read_json(p)
         if suffix == ".parquet":
-            import datasets
-
-            return _from_datasets(datasets.Dataset.from_parquet(str(p)), str(p))
+            return _read_parquet(p)
         raise UserError(
             f"data.path={path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet"
         )

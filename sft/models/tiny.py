@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from sft.choice import TinyArch
 from sft.errors import UserError
 
 CHATML_TEMPLATE = (
@@ -23,7 +24,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-TINY_ARCHS = ("llama", "qwen2", "mistral", "qwen3")
+TINY_ARCHS = tuple(TinyArch.values())  # the one list: sft.config.TinyArch
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:

@@ -64,6 +64,13 @@ def test_system_prompt_is_prepended_once():
         ),
         ({"messages": [{"role": "user"}]}, "malformed_turn"),
         ({"text": "raw"}, "unknown_format"),
+        ({"messages": "hello"}, "malformed_conversation"),
+        ({"conversations": {"from": "human"}}, "malformed_conversation"),
+        ({"instruction": "q", "output": None}, "non_text_content"),  # not the text "None"
+        ({"instruction": "q", "output": 2}, "non_text_content"),  # not the text "2"
+        ({"instruction": ["a", "list"], "output": "y"}, "non_text_content"),  # not a crash
+        ({"instruction": "q", "input": 5, "output": "y"}, "non_text_content"),
+        ({"instruction": "q", "output": "y", "history": [["u", 1]]}, "non_text_content"),
         (
             {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": ""}]},
             "empty_conversation",

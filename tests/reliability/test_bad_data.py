@@ -186,3 +186,42 @@ def test_skipped_rows_are_reported_in_data_report_and_summary(tmp_path):
         assert report["counts"][reason] == 1 and report["examples"][reason] == [f"{path}:{i + 2}"]
         assert summary["data"][reason] == 1
     assert report["counts"]["train_pieces"] == 15
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", {})
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    data = prepare(tokenizer, path)
+    assert data.report.rows_read == 12 and len(data.train) == 12
+    as_json = tmp_path / "d.json"
+    as_json.write_bytes(b"\xef\xbb\xbf" + json.dumps([json.loads(good(1))]).encode())
+    assert len(prepare(tokenizer, as_json).train) == 1
+
+
+def test_a_duplicate_json_key_is_a_bad_row_not_a_silent_choice(tokenizer, tmp_path):
+    dup = b'{"messages": [{"role": "user", "content": "a", "content": "b"}, {"role": "assistant", "content": "c"}]}'
+    path = write_jsonl(tmp_path / "d.jsonl", {4: dup})
+    with pytest.raises(UserError, match=rf"^{path}:4: bad row \(duplicate_key: key content"):
+        prepare(tokenizer, path)
+
+
+@pytest.mark.parametrize(
+    "row,reason",
+    [
+        ({"instruction": "q", "output": None}, "non_text_content"),
+        ({"instruction": ["a"], "output": "y"}, "non_text_content"),
+        ({"messages": "hello"}, "malformed_conversation"),
+    ],
+)
+def test_wrong_types_are_bad_rows_with_file_and_line(tokenizer, tmp_path, row, reason):
+    path = write_jsonl(tmp_path / "d.jsonl", {6: json.dumps(row).encode()})
+    with pytest.raises(UserError, match=rf"^{path}:6: bad row \({reason}"):
+        prepare(tokenizer, path)
+
+
+def test_a_corrupt_parquet_file_is_one_line(tokenizer, tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"PAR1" + b"\x00garbage" * 50)
+    with pytest.raises(UserError, match=rf"^{path}: not a readable parquet file") as e:
+        prepare(tokenizer, path)
+    assert "\n" not in str(e.value)

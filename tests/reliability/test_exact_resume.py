@@ -75,7 +75,16 @@ def test_single_process_packing_at_epoch_boundary(tmp_path_factory, tmp_path):
     assert_same_run(ref, tmp_path / "run")
 
 
-@pytest.mark.parametrize("damage", ["truncated_file", "missing_manifest"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated_file",
+        "missing_manifest",
+        "garbled_header",  # safetensors header bytes changed, size kept
+        "flipped_tensor_bytes",  # weights changed, size kept: would resume "fine" and diverge
+        "garbled_trainer_state",
+    ],
+)
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(
     single_reference, tmp_path, damage
 ):
@@ -86,16 +95,25 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_valid_one(
     shutil.rmtree(run / "final")
     assert checkpoint_steps(run) == [8, 10]
     latest = run / "checkpoints" / "step-10"
+    weights = latest / "model.safetensors"
     if damage == "truncated_file":
-        weights = latest / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
-    else:
+    elif damage == "missing_manifest":
         (latest / "manifest.json").unlink()
+    else:  # same size, other bytes: only the sha256 sums can tell
+        target = latest / (
+            "trainer_state.json" if damage == "garbled_trainer_state" else weights.name
+        )
+        data = bytearray(target.read_bytes())
+        at = {"garbled_header": 8, "flipped_tensor_bytes": len(data) - 64}.get(damage, 2)
+        data[at : at + 16] = bytes(b ^ 0x5A for b in data[at : at + 16])
+        target.write_bytes(bytes(data))
     (run / "checkpoints" / ".tmp-step-9").mkdir()  # a save the kill interrupted
     r = run_train(run, *SINGLE)
     assert r.returncode == 0 and f"resumed from {run}/checkpoints/step-8 " in r.stdout, r.stderr[
         -3000:
     ]
+    assert f"skipping checkpoint {latest}: " in r.stdout  # one line naming it
     assert not (run / "checkpoints" / ".tmp-step-9").exists(), (
         "stale temporary not removed at start"
     )
