@@ -12,6 +12,7 @@ tokenizer or model loads. Each field's docstring is the reference of docs/config
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -101,8 +102,8 @@ class ModelConfig:
 class DataConfig:
     """Where samples come from and how they become token ids and targets."""
 
-    name: str = "demo"
-    """A label for the option (config.yaml, reports)."""
+    name: str = ""
+    """The option's name (set by configs/data/*.yaml; demo and file are checked, see below)."""
     path: str = ""
     """Local file/folder, datasets save_to_disk folder or hub id; "" = the built-in demo data."""
     split: str = "train"
@@ -148,6 +149,15 @@ class DataConfig:
         )
         _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
         _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
+        _check(
+            not (self.name == "demo" and self.path),
+            f"data.path={self.path} with data=demo would keep the demo's settings (format, "
+            "max_bad_fraction, val_fraction, max_length): use data=file data.path=...",
+        )
+        _check(
+            not (self.name == "file" and not self.path and not self.builder),
+            "data=file needs data.path=FILE (a .jsonl/.json/.parquet file, a folder or a hub id)",
+        )
 
 
 @dataclass
@@ -172,7 +182,14 @@ class OptimConfig:
     """Floor of the decay, as a fraction of lr."""
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _check(
+            math.isfinite(self.lr) and self.lr > 0,
+            f"optim.lr must be a finite number > 0, got {self.lr}",
+        )
+        _check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"optim.weight_decay must be >= 0, got {self.weight_decay}",
+        )
         _check(
             0.0 <= self.warmup_ratio < 1.0,
             f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
@@ -209,6 +226,14 @@ class DistributedConfig:
         _check(self.timeout_minutes >= 1, "distributed.timeout_minutes must be >= 1")
 
 
+ZERO_MEANS = {
+    "save_every": "only at the end or when pre-empted",
+    "eval_every": "never during training",
+    "keep_last": "keep every checkpoint",
+    "benchmark_limit": "every document",
+}
+
+
 @dataclass
 class TrainConfig:
     """The loop: how long, how big a step, how the loss is normalised, when to log/eval/save."""
@@ -237,7 +262,7 @@ class TrainConfig:
     save_every: int = 0
     """Checkpoint every N steps (0 = only when the run ends or is pre-empted)."""
     keep_last: int = 2
-    """Checkpoints kept; older ones are deleted after a new one is committed."""
+    """Checkpoints kept (0 = all); older ones are deleted after a new one is committed."""
     resume_from: str = "latest"
     """latest (the newest valid checkpoint of run_dir, if any), none, or a checkpoint PATH."""
     max_bad_steps: int = 3
@@ -264,6 +289,14 @@ class TrainConfig:
         _check(self.epochs > 0, "train.epochs must be > 0")
         _check(self.log_every >= 1, "train.log_every must be >= 1")
         _check(self.eval_micro_batch_size >= 1, "train.eval_micro_batch_size must be >= 1")
+        for key in ("save_every", "eval_every", "keep_last", "benchmark_limit"):
+            value = getattr(self, key)
+            _check(value >= 0, f"train.{key} must be >= 0 (0 = {ZERO_MEANS[key]}), got {value}")
+        _check(self.max_bad_steps >= 1, "train.max_bad_steps must be >= 1")
+        _check(
+            math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,
+            f"train.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}",
+        )
 
 
 @dataclass
@@ -290,6 +323,13 @@ class JobConfig:
         if not hasattr(self.collator, "build"):  # built without composition (should not happen)
             raise UserError("collator= must name a batching option: " + ", ".join(BATCHING_CONFIGS))
         self.collator.check(self.data, self.model)
+        t, d = self.train, self.data
+        if (t.eval_every or t.eval_at_start) and not (d.val_path or d.val_fraction > 0):
+            key = f"train.eval_every={t.eval_every}" if t.eval_every else "train.eval_at_start=true"
+            raise UserError(
+                f"{key} but the data has no validation split: set data.val_fraction (e.g. 0.05) "
+                "or data.val_path, or drop the evaluation"
+            )
 
 
 GROUPS = {

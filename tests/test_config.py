@@ -22,7 +22,10 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(group, option):
-    extra = ["model.name_or_path=some/model"] if (group, option) == ("model", "hf") else []
+    extra = {
+        ("model", "hf"): ["model.name_or_path=some/model"],
+        ("data", "file"): ["data.path=some/dataset"],
+    }.get((group, option), [])
     cfg, yaml = compose_job(BASE + [f"{group}={option}", *extra])
     assert isinstance(cfg, JobConfig)
     assert getattr(cfg, group).name == option

@@ -67,3 +67,19 @@ def test_no_source_file_over_400_lines():
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert long == {}
+
+
+def test_every_trainer_attribute_is_set_in_init():
+    tree = ast.parse((SFT / "trainer.py").read_text())
+    recipe = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Recipe")
+    late = []
+    for fn in recipe.body:
+        if not isinstance(fn, ast.FunctionDef) or fn.name == "__init__":
+            continue
+        for node in ast.walk(fn):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            targets += [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self":
+                    late.append(f"{fn.name}: self.{t.attr}")
+    assert late == ["train: self.step"]  # the step counter advances; nothing else is set late

@@ -121,7 +121,11 @@ def test_loss_falls_on_tiny_model(tmp_path):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["data.path=/nonexistent/file.jsonl"], "data.path=/nonexistent/file.jsonl does not exist"),
+        (
+            ["data=file", "data.path=/nonexistent/file.jsonl"],
+            "data.path=/nonexistent/file.jsonl does not exist",
+        ),
+        (["data.path=my.jsonl"], "with data=demo would keep the demo's settings"),
         (
             ["model.name_or_path=/nonexistent/model"],
             "model.name_or_path=/nonexistent/model does not exist",
@@ -143,7 +147,15 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     )
     bad.write_text(f"{good}\n{good}\n{{broken\n")
-    proc = run(["model=tiny", f"data.path={bad}", "data.format=auto", f"run_dir={tmp_path / 'r'}"])
+    proc = run(
+        [
+            "model=tiny",
+            "data=file",
+            f"data.path={bad}",
+            "data.format=auto",
+            f"run_dir={tmp_path / 'r'}",
+        ]
+    )
     assert proc.returncode == 2
     assert f"{bad}:3: bad row (malformed_json" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -148,6 +148,7 @@ def test_run_stops_with_one_line_exit_2_and_no_traceback(tmp_path):
     r = run_train(
         tmp_path / "run",
         "model=tiny",
+        "data=file",
         f"data.path={path}",
         "data.max_bad_fraction=0",
         "data.val_fraction=0",
@@ -170,6 +171,7 @@ def test_skipped_rows_are_reported_in_data_report_and_summary(tmp_path):
     r = run_train(
         run,
         "model=tiny",
+        "data=file",
         f"data.path={path}",
         "data.val_fraction=0",
         f"data.max_length={MAX_LENGTH}",
