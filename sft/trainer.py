@@ -39,7 +39,7 @@ from sft.loss import count_units, micro_batch_loss
 from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
 from sft.run_log import RunLog, StepCounts, StepResult
-from sft.stop import StopRequest
+from sft.stop import EXIT_INTERRUPTED, StopRequest
 
 log = logging.getLogger("sft")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and rerun
@@ -241,13 +241,15 @@ class Recipe:
 
     def _preempted(self) -> int:
         self.save()
+        code = EXIT_INTERRUPTED if self.stop.interrupted else EXIT_PREEMPTED
         if self.engine.main:
             print(
-                f"[sft] pre-empted: checkpoint step-{self.step} saved; exit {EXIT_PREEMPTED} "
-                "(requeue to resume)",
+                f"[sft] {'interrupted' if self.stop.interrupted else 'pre-empted'}: checkpoint "
+                f"step-{self.step} saved; exit {code} (rerun the same command, with the same "
+                "run_dir, to resume)",
                 flush=True,
             )
-        return EXIT_PREEMPTED
+        return code
 
     def evaluate(self) -> float | None:
         """The validation loss now (sft/evaluation.py), logged; None without validation pieces."""

@@ -52,7 +52,7 @@ def signal_repeatedly(pids: list[int], sig: int, times: int = 10, every: float =
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_handler_only_sets_a_flag_and_a_second_signal_is_ignored(sig, capsys):
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     try:
         stop = StopRequest()
         assert stop() is False
@@ -68,6 +68,47 @@ def test_handler_only_sets_a_flag_and_a_second_signal_is_ignored(sig, capsys):
     assert stop() is True and stop.requested is True
     assert ignored == [signal.SIG_IGN, signal.SIG_IGN]
     assert capsys.readouterr().out.count("got signal") == 1
+
+
+CTRL_C = """
+import os, signal, sys, time
+from sft.stop import StopRequest
+stop = StopRequest()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0.05)
+print("flag", stop.requested, stop.interrupted, flush=True)
+os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C: out at once
+time.sleep(5)
+print("still running", flush=True)
+"""
+
+
+def test_ctrl_c_asks_for_a_checkpoint_and_a_second_one_exits_at_once():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", CTRL_C], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 130, r.stderr
+    assert "got Ctrl-C (again to exit at once); saving at the next step boundary" in r.stdout
+    assert "flag True True" in r.stdout and "second Ctrl-C: exiting now" in r.stdout
+    assert "still running" not in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_single_process_ctrl_c_saves_exits_130_and_resumes_exactly(single_reference, tmp_path):
+    run = tmp_path / "run"
+    p = start_train(run, *SINGLE)
+    wait_for_step(run, 5, p)
+    os.kill(p.pid, signal.SIGINT)
+    assert p.wait(timeout=120) == 130, output(run)[1][-3000:]
+    stopped = max(losses(run))
+    assert f"interrupted: checkpoint step-{stopped} saved; exit 130" in output(run)[0]
+    assert "Traceback" not in output(run)[1]
+    r = run_train(run, *SINGLE)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_run(single_reference, run)
 
 
 @pytest.mark.slow
