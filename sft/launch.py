@@ -18,10 +18,8 @@ and the checks here are pure (environment in, values out); the CLI reads `os.env
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,7 +34,6 @@ from sft.slurm_world import (
     require,
     scontrol_hostnames,
     slurm_launch_args,
-    split_top_level,
 )
 
 ACCELERATE_DIR = Path("launch") / "accelerate"
@@ -145,23 +142,11 @@ def run_dir_for_job(env: Mapping[str, str], overrides: Sequence[str], root: str 
 
 
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
-    """Hydra-style comma sweep: `a=1,2 b=x` -> [[a=1, b=x], [a=2, b=x]] (first key slowest).
+    """The jobs of a sweep as Hydra expands them (sft/sweep.py): `a=1,2 b=x` ->
+    [[a=1, b=x], [a=2, b=x]], first key slowest; range(), choice() and bracketed lists too."""
+    from sft.sweep import sweep_jobs
 
-    Commas inside brackets or quotes stay (`k=[1,2]` is one list value); Hydra's other sweep
-    forms (range, choice, glob) are refused rather than misread.
-    """
-    axes: list[list[str]] = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"sweep override {item!r} has no '=': write key=value[,value...]")
-        if re.match(r"^(range|choice|interval|glob|tag|sort|shuffle)\(", value):
-            raise UserError(f"sweep override {item!r}: only comma lists are supported (a=1,2,3)")
-        values = split_top_level(value, ",")
-        if any(v == "" for v in values):
-            raise UserError(f"sweep override {item!r} has an empty value")
-        axes.append([f"{key}={v}" for v in values])
-    return [list(combo) for combo in itertools.product(*axes)]
+    return sweep_jobs(overrides)
 
 
 def recorded_exit_code(run_dir: Path, since: float) -> int | None:

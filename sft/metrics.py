@@ -32,6 +32,7 @@ class MetricsWriter:
         initial_step: int = 0,
     ) -> None:
         self.enabled = enabled
+        self.total = progress_total  # off a terminal: a line every 10 s and at the last step
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
         self.bar = None
@@ -85,7 +86,7 @@ class MetricsWriter:
             info = f"loss {row['loss']:.4f}  {row.get('tokens_per_s', 0):,.0f} tok/s"
             if self.bar is not None:
                 self.bar.update(self.task, completed=row["step"], info=info)
-            elif time.time() - self._last_print > 10 or row.get("final"):
+            elif time.time() - self._last_print > 10 or row["step"] >= self.total:
                 print(f"[sft] step {row['step']}: {info}", flush=True)
                 self._last_print = time.time()
         elif "eval_loss" in row:

@@ -56,6 +56,19 @@ class StepResult:
     pieces: list[list[int]]  # piece ids of each micro-batch of this rank
 
 
+def closing_line(summary: dict, run_dir: Path) -> str:
+    """The run's last line: where it is, how far it got, its losses and wall time."""
+    loss, ev = summary.get("final_loss"), summary.get("final_eval_loss")
+    losses = f"final loss {loss:.4f}" if isinstance(loss, float) else "no step trained"
+    losses += f", eval loss {ev:.4f}" if isinstance(ev, float) else ""
+    return (
+        f"[sft] {'done' if summary['exit_code'] == 0 else 'stopped'}: {summary.get('steps', 0)} "
+        f"steps, {losses}, {summary['wall_s']:.1f} s training, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s; exit {summary['exit_code']}; "
+        f"outputs in {run_dir}"
+    )
+
+
 class RunLog:
     def __init__(
         self,
@@ -174,6 +187,7 @@ class RunLog:
         }
         text = redact_secrets(json.dumps(summary, indent=2))
         (self.run_dir / "summary.json").write_text(text)
+        print(closing_line(summary, self.run_dir), flush=True)
 
     def close(self) -> None:
         self.metrics.close()

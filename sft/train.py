@@ -27,7 +27,7 @@ from sft.errors import UserError
 from sft.hooks import StepHooks
 
 _HOOKS: list[StepHooks] = []  # set by main(hooks=...) for the tests' fault injection
-_EXIT_CODES: list[int] = []  # one per job (several in a sweep)
+_JOBS: list[tuple[str, int]] = []  # (overrides, exit code) of every job run (several in a sweep)
 
 
 def _record(fn):
@@ -45,9 +45,15 @@ def _record(fn):
 
 def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
     """One training job from a composed config; returns its exit code."""
+    import logging
+
     import torch
     from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
+    if not torch.cuda.is_available():  # else DeepSpeed, imported by Accelerate, warns on every run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for name in ("accelerate", "deepspeed"):  # their per-rank INFO lines say nothing to act on
+        logging.getLogger(name).setLevel(logging.WARNING)
     from sft.config import to_job_config
     from sft.engine import close_distributed
     from sft.oom import oom_message
@@ -90,7 +96,10 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 @_record
 def run(cfg: DictConfig) -> None:
-    _EXIT_CODES.append(train_job(cfg, _HOOKS[0] if _HOOKS else None))
+    from hydra.core.hydra_config import HydraConfig
+
+    label = " ".join(HydraConfig.get().overrides.task) or "(defaults)"
+    _JOBS.append((label, train_job(cfg, _HOOKS[0] if _HOOKS else None)))
 
 
 def verify_checkpoint(path: str) -> int:
@@ -113,16 +122,35 @@ def main(hooks: StepHooks | None = None) -> None:
         sys.exit(verify_checkpoint(sys.argv[2]))
     _HOOKS[:] = [hooks] if hooks is not None else []
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us: one line, not Hydra's text
-    pin_hydra_run_dir(sys.argv)
+    sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
     try:
+        if sweep:  # every job composes and validates before the first one starts
+            from sft.sweep import precheck
+
+            precheck([a for a in sys.argv[1:] if not a.startswith("-")])
+        pin_hydra_run_dir(sys.argv)
         run()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(UserError.exit_code)
     except Exception as e:
         line = error_line(e)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
-    sys.exit(next((c for c in _EXIT_CODES if c != 0), 0))
+    if sweep:
+        print_sweep_table(_JOBS)
+    sys.exit(next((code for _, code in _JOBS if code != 0), 0))
+
+
+def print_sweep_table(jobs: list[tuple[str, int]]) -> None:
+    """The end of a sweep: every job's exit code, and how many failed."""
+    failed = sum(code != 0 for _, code in jobs)
+    print(f"[sft] sweep: {len(jobs)} job(s), {failed} failed", flush=True)
+    print("  job  exit  overrides")
+    for n, (label, code) in enumerate(jobs):
+        print(f"  {n:>3}  {code:>4}  {label}", flush=True)
 
 
 def pin_hydra_run_dir(argv: list[str]) -> None:

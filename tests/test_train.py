@@ -204,3 +204,35 @@ def test_benchmarks_at_checkpoints_and_on_final(tmp_path, shared_data):
     for summary in (step2, final):
         entry = summary[0] if isinstance(summary, list) else summary
         assert entry["n"] == 2 and 0.0 <= entry["value"] <= 1.0
+
+
+SWEEP = ["-m", "model=tiny", "data=demo", "data.demo_size=40", "data.overlong=drop"]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failing_job_exits_non_zero_with_a_table(tmp_path):
+    proc = run(
+        [*SWEEP, "data.max_length=512,64", "train.max_steps=2", f"hydra.sweep.dir={tmp_path}"]
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]  # job 1 keeps no sample at 64 tokens
+    lines = proc.stdout.splitlines()
+    assert "[sft] sweep: 2 job(s), 1 failed" in lines
+    rows = [line.split() for line in lines[lines.index("  job  exit  overrides") + 1 :]]
+    assert [r[:2] for r in rows] == [["0", "0"], ["1", "2"]]
+    assert "data.max_length=64" in " ".join(rows[1])
+
+
+def test_a_sweep_is_checked_before_its_first_job_runs(tmp_path):
+    proc = run(
+        [*SWEEP, "collator=packing,padding", "collator.strategy=ffd", f"hydra.sweep.dir={tmp_path}"]
+    )
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert err == [
+        (
+            "error: sweep job 1 (model=tiny data=demo data.demo_size=40 data.overlong=drop "
+            "collator=padding collator.strategy=ffd): collator.strategy is not a key of "
+            "collator=padding; it belongs to collator=packing or collator=leaky_packing"
+        )
+    ]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # job 0 never started

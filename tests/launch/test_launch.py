@@ -275,9 +275,18 @@ def test_sweep_expands_comma_lists_into_their_product() -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", ["collator", "seed=range(0,3)", "a=1,,2"])
-def test_sweep_refuses_what_it_cannot_expand(bad: str) -> None:
-    with pytest.raises(UserError):
+def test_sweep_follows_hydras_grammar() -> None:
+    assert expand_sweep(["seed=range(0,3)", "model=tiny"]) == [
+        ["seed=0", "model=tiny"],
+        ["seed=1", "model=tiny"],
+        ["seed=2", "model=tiny"],
+    ]
+    assert expand_sweep(["data.system_prompt='a,b'"]) == [["data.system_prompt='a,b'"]]
+
+
+@pytest.mark.parametrize("bad", ["collator", "a=1,,2", "a=[1,2"])
+def test_sweep_refuses_what_hydra_cannot_parse(bad: str) -> None:
+    with pytest.raises(UserError, match="cannot parse the sweep override"):
         expand_sweep([bad])
 
 
