@@ -258,24 +258,52 @@ def read_manifest(ckpt: Path) -> dict:
     return json.loads((ckpt / MANIFEST).read_text())
 
 
-def check_compatible(ckpt: Path, saved: dict, current: dict) -> None:
-    """Refuse (one line) a checkpoint written under a different world size, batch, model or data."""
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """`key old -> new` for every training-relevant config value that differs."""
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in keys
+        if saved.get(k) != current.get(k)
+    ]
+
+
+def check_compatible(
+    ckpt: Path, saved: dict, current: dict, allow_changes: bool = False
+) -> list[str]:
+    """Refuse (one line) a checkpoint written under a different world size, batch, model or data,
+    or under another training config unless `allow_changes`; returns the config changes."""
     for key, value in current.items():
+        if key == "config":
+            continue
         if key in saved and saved[key] != value:
             raise UserError(
                 f"cannot resume from {ckpt}: it was written with {key}={saved[key]!r} but this run "
                 f"has {key}={value!r}; rerun with the same setting, or use a new run_dir "
                 "(or train.resume_from=none)"
             )
+    changes = config_changes(saved["config"], current["config"]) if "config" in saved else []
+    if changes and not allow_changes:
+        raise UserError(
+            f"cannot resume from {ckpt}: the config changed since it was written ("
+            + "; ".join(changes)
+            + "); rerun with the checkpoint's values, or add train.allow_config_change=true to "
+            "resume with the new ones (the change is recorded in summary.json)"
+        )
+    return changes
 
 
-def load_checkpoint(accelerator, ckpt: Path, compat: dict) -> dict:
-    """Check compatibility, then restore model/optimizer/RNG (collective); return the trainer state."""
+def load_checkpoint(
+    accelerator, ckpt: Path, compat: dict, allow_changes: bool = False
+) -> tuple[dict, list[str]]:
+    """Check compatibility, then restore model/optimizer/RNG (collective); return the trainer
+    state and the config changes accepted with `allow_changes`."""
     man = read_manifest(ckpt)
-    check_compatible(ckpt, {"world_size": man["world_size"], **man.get("compat", {})}, compat)
+    saved = {"world_size": man["world_size"], **man.get("compat", {})}
+    changes = check_compatible(ckpt, saved, compat, allow_changes)
     accelerator.load_state(str(ckpt))
     restore_rng(json.loads((ckpt / _rng_file(accelerator.process_index)).read_text()))
-    return json.loads((ckpt / STATE).read_text())
+    return json.loads((ckpt / STATE).read_text()), changes
 
 
 # ------------------------------------------------------------------------------------- run files

@@ -265,6 +265,9 @@ class TrainConfig:
     """Checkpoints kept (0 = all); older ones are deleted after a new one is committed."""
     resume_from: str = "latest"
     """latest (the newest valid checkpoint of run_dir, if any), none, or a checkpoint PATH."""
+    allow_config_change: bool = False
+    """Resume although training values changed since the checkpoint (lr, schedule, data, ...);
+    without it such a resume is refused, naming the keys. The changes go to summary.json."""
     max_bad_steps: int = 3
     """Non-finite steps in a row (each skipped) before the run stops with exit code 3."""
     progress: bool = True

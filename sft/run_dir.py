@@ -38,6 +38,36 @@ def lock(run_dir: Path, engine: Engine) -> RunLock | None:
     return held
 
 
+# values that do not change what is trained, so a resumed run may change them freely
+RESUME_FREE = {
+    "run_name", "run_dir", "experiment", "model.name", "data.name", "data.num_proc",
+    "train.log_every", "train.eval_every", "train.eval_at_start", "train.eval_micro_batch_size",
+    "train.save_every", "train.keep_last", "train.resume_from", "train.max_bad_steps",
+    "train.progress", "train.tensorboard", "train.record_samples", "train.checkpoint_hf_model",
+    "train.benchmark_tasks", "train.benchmark_limit", "train.allow_config_change",
+}  # fmt: skip
+
+
+def training_config(cfg) -> dict:
+    """The flattened JobConfig values a checkpoint must match on resume (all but RESUME_FREE;
+    the engine, world size, batch, model shapes and data are compared on their own)."""
+    import dataclasses
+    import enum
+
+    flat: dict = {}
+
+    def walk(obj, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, key = getattr(obj, f.name), prefix + f.name
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif key not in RESUME_FREE and not key.startswith("distributed."):
+                flat[key] = value.value if isinstance(value, enum.Enum) else value
+
+    walk(cfg, "")
+    return json.loads(json.dumps(flat, default=str))
+
+
 def compat_record(
     *,
     world: int,
@@ -50,6 +80,7 @@ def compat_record(
     pieces,
     n_tokens: int,
     seed: int,
+    config: dict,
 ) -> dict:
     """What must match for a checkpoint to resume exactly (checked before anything is loaded)."""
     shapes = [(n, list(getattr(p, "ds_shape", p.shape))) for n, p in model.named_parameters()]
@@ -63,6 +94,7 @@ def compat_record(
         "model_shapes": ckpt.fingerprint(shapes),
         "data": ckpt.fingerprint(pieces, n_tokens),
         "seed": seed,
+        "config": config,
     }
 
 
@@ -84,8 +116,11 @@ def resume(
     scheduler,
     locate: Callable[[int], tuple[int, int]],
     total_steps: int,
-) -> tuple[int, dict | None]:
-    """(step, totals) to start from; restores model, optimizer, RNG and schedule (collective)."""
+    optim=None,
+    allow_changes: bool = False,
+) -> tuple[int, dict | None, list[str]]:
+    """(step, totals, accepted config changes) to start from; restores model, optimizer, RNG
+    and schedule (collective). With accepted changes the optimizer takes `optim`'s values."""
     root = run_dir / "checkpoints"
     r = resume_from
     if r == "latest":  # rank 0 verifies every file's sha256 and decides for all ranks
@@ -97,11 +132,15 @@ def resume(
         problem = ckpt.verify(path) if path is not None and engine.main else None
         if problem is not None:
             raise UserError(f"train.resume_from={r}: not a usable checkpoint: {problem}")
-    step, totals = 0, None
-    if path is not None:
-        state = ckpt.load_checkpoint(engine.accelerator, path, compat)  # refuses another setup
+    step, totals, changes = 0, None, []
+    if path is not None:  # refuses another setup, or another config unless allowed
+        state, changes = ckpt.load_checkpoint(engine.accelerator, path, compat, allow_changes)
         step, totals = state["step"], state["totals"]
         scheduler.load_state_dict(state["scheduler"])
+        if changes:
+            _apply_optim(scheduler, optim)
+            if engine.main:
+                print(f"[sft] resuming with a changed config: {'; '.join(changes)}", flush=True)
         where = [state["epoch"], state["step_in_epoch"]]
         if state["epoch"] >= 0 and step < total_steps and list(locate(step)) != where:
             raise UserError(
@@ -115,4 +154,16 @@ def resume(
     if engine.main:
         ckpt.truncate_step_log(run_dir / "metrics.jsonl", keep)
     ckpt.truncate_step_log(run_dir / "samples" / f"rank{engine.rank}.jsonl", keep)
-    return step, totals
+    return step, totals, changes
+
+
+def _apply_optim(scheduler, o) -> None:
+    """Give the restored optimizer the new config's lr, betas, eps and weight decay, from the
+    next step on (the schedule keeps its position; its peak becomes the new lr)."""
+    scheduler.base_lrs = [o.lr for _ in scheduler.base_lrs]
+    groups = scheduler.optimizer.param_groups
+    for i, (g, fn) in enumerate(zip(groups, scheduler.lr_lambdas)):
+        g["lr"] = o.lr * fn(scheduler.last_epoch)
+        g["betas"], g["eps"] = tuple(o.betas), o.eps
+        g["weight_decay"] = o.weight_decay if i == 0 else 0.0
+    scheduler._last_lr = [g["lr"] for g in groups]  # what get_last_lr() reports for this step

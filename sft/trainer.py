@@ -111,11 +111,12 @@ class Recipe:
             pieces=self.data.train,
             n_tokens=len(self.data.tokens.ids),
             seed=cfg.seed,
+            config=run_dir.training_config(cfg),
         )
         if eng.main:
             run_dir.prepare(self.run_dir, self.config_yaml, self.data.report.to_dict())
         self.acc.wait_for_everyone()
-        self.step, totals = run_dir.resume(
+        self.step, totals, self.config_changes = run_dir.resume(
             t.resume_from,
             self.run_dir,
             engine=eng,
@@ -123,6 +124,8 @@ class Recipe:
             scheduler=self.scheduler,
             locate=self.epochs.locate,
             total_steps=self.total_steps,
+            optim=cfg.optim,
+            allow_changes=t.allow_config_change,
         )
         self.log = RunLog(
             self.run_dir,
@@ -336,6 +339,7 @@ class Recipe:
             "dropped_tail_samples_per_epoch": plan0.dropped_tail,
             "dropped_fragments_per_epoch": plan0.dropped_fragments,
             "data": self.data.report.to_dict()["counts"],
+            "config_changes_on_resume": self.config_changes,
         }
 
 
