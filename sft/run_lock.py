@@ -23,6 +23,7 @@ LOCK_NAME = ".lock"
 
 class RunLock:
     def __init__(self, run_dir: Path) -> None:
+        self._fd = -1
         self.path = run_dir / LOCK_NAME
         run_dir.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

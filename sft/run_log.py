@@ -56,6 +56,17 @@ class StepResult:
     pieces: list[list[int]]  # piece ids of each micro-batch of this rank
 
 
+def peak_memory_mb(cuda: bool) -> float:
+    """Peak GPU memory allocated (CUDA), else the process's peak resident set size, in MiB."""
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def closing_line(summary: dict, run_dir: Path) -> str:
     """The run's last line: where it is, how far it got, its losses and wall time."""
     loss, ev = summary.get("final_loss"), summary.get("final_eval_loss")

@@ -56,6 +56,7 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     from sft.config import to_job_config
     from sft.engine import close_distributed
+    from sft.io_errors import EXIT_IO, failure_line, storage_failure
     from sft.oom import oom_message
     from sft.trainer import EXIT_OOM, Recipe
 
@@ -86,6 +87,14 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
         except RuntimeError as advice:
             get_error_handler().record_exception(advice)
         return EXIT_OOM
+    except Exception as e:
+        failure = storage_failure(e, job.run_dir)
+        if failure is None:
+            raise
+        print(f"error: {failure_line(*failure, job.run_dir)}", file=sys.stderr, flush=True)
+        if recipe is not None:
+            recipe.write_failure_summary(EXIT_IO)
+        return EXIT_IO
     finally:
         if recipe is not None:
             recipe.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import resource
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from sft.hooks import StepHooks
 from sft.loss import count_units, micro_batch_loss
 from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
-from sft.run_log import RunLog, StepCounts, StepResult
+from sft.run_log import RunLog, StepCounts, StepResult, peak_memory_mb
 from sft.stop import EXIT_INTERRUPTED, StopRequest
 
 log = logging.getLogger("sft")
@@ -294,7 +293,7 @@ class Recipe:
             extra=(lambda tmp: self.export_hf(tmp / "model")) if hf else None,
         )
         if t.benchmark_tasks and not done:  # the last one runs on final/
-            self.benchmark(path)
+            run_benchmarks(self.acc, path, t.benchmark_tasks, t.benchmark_limit, self.step)
 
     def finish(self) -> None:
         """The end of a completed run: last checkpoint, final/ export, last evaluation, benchmarks."""
@@ -306,14 +305,17 @@ class Recipe:
         if (t.eval_every or t.eval_at_start) and not just_evaluated:
             self.evaluate()
         if t.benchmark_tasks:
-            self.benchmark(self.run_dir)
+            run_benchmarks(self.acc, self.run_dir, t.benchmark_tasks, t.benchmark_limit, self.step)
 
     def export_hf(self, out: Path) -> None:
         export_hf(self.acc, self.model, self.tokenizer, out)
 
-    def benchmark(self, target: Path) -> None:
-        t = self.cfg.train
-        run_benchmarks(self.acc, target, t.benchmark_tasks, t.benchmark_limit, self.step)
+    def write_failure_summary(self, exit_code: int) -> None:
+        """After a storage failure: free the half-written checkpoint, then try summary.json."""
+        if self.engine.main:
+            ckpt.remove_stale(self.ckpt_root)
+            with contextlib.suppress(OSError):
+                self.log.write_summary(exit_code, self.summary_facts())
 
     def close(self) -> None:
         if self.lock is not None:
@@ -335,15 +337,9 @@ class Recipe:
             "steps_per_epoch": len(plan0),
             "world_size": self.world,
             "pack_efficiency": plan0.pack_efficiency,
-            "peak_memory_mb": _peak_memory_mb(self.engine.cuda),
+            "peak_memory_mb": peak_memory_mb(self.engine.cuda),
             "dropped_tail_samples_per_epoch": plan0.dropped_tail,
             "dropped_fragments_per_epoch": plan0.dropped_fragments,
             "data": self.data.report.to_dict()["counts"],
             "config_changes_on_resume": self.config_changes,
         }
-
-
-def _peak_memory_mb(cuda: bool) -> float:
-    if cuda:
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
