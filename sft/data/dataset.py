@@ -227,7 +227,8 @@ def _check_bad(
     raise UserError(
         f"{first.where}: bad row ({first.reason}{': ' + first.detail if first.detail else ''}); "
         f"{len(bad)} bad row(s) of {rows_read} so far exceed data.max_bad_fraction={max_bad_fraction}: "
-        "fix the data or raise data.max_bad_fraction to skip bad rows (counted in data_report.json)"
+        "fix the data or raise data.max_bad_fraction to skip bad rows (sft-train counts them in "
+        "run_dir/data_report.json)"
     )
 
 
@@ -320,7 +321,7 @@ def prepare_data(
         report.add(b.reason, b.where)
     if bad:
         log.warning(
-            "skipped %d bad row(s): %s (examples in data_report.json)",
+            "skipped %d bad row(s): %s (sft-train lists examples in run_dir/data_report.json)",
             len(bad),
             dict(Counter(b.reason for b in bad)),
         )
