@@ -311,7 +311,8 @@ class JobConfig:
     run_name: str = ""
     """A label for reports (default: the run_dir's name)."""
     experiment: str = "default"
-    """The experiment's name: the folder under outputs/ that default run dirs go to."""
+    """Set by a preset (`experiment=NAME` on the command line selects configs/experiment/NAME.yaml,
+    which sets this key); names the folder outputs/<experiment>/ of default run dirs."""
     run_dir: str = MISSING
     """Where every output lands; rerunning with the same run_dir resumes."""
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -125,8 +125,10 @@ def test_incompatible_checkpoint_is_refused_before_loading(tmp_path):
     assert "\n" not in str(e.value) and acc.loaded == []
     with pytest.raises(UserError, match="world_size=1"):
         ckpt.load_checkpoint(acc, d, {"world_size": 2, "micro_batch_size": 2, "model": "tiny"})
-    state = ckpt.load_checkpoint(acc, d, {"world_size": 1, "micro_batch_size": 2, "model": "tiny"})
-    assert state["step"] == 2 and acc.loaded == [str(d)]
+    state, changes = ckpt.load_checkpoint(
+        acc, d, {"world_size": 1, "micro_batch_size": 2, "model": "tiny"}
+    )
+    assert state["step"] == 2 and acc.loaded == [str(d)] and changes == []
 
 
 def test_rng_state_round_trips_through_json():

@@ -86,6 +86,7 @@ def test_resume_loads_nothing_with_pickle(single_reference, tmp_path):
     (tmp_path / "audit" / "sitecustomize.py").write_text(AUDIT)
     log = tmp_path / "torch_load.jsonl"
     args = [a for a in SINGLE if not a.startswith("train.max_steps")] + ["train.max_steps=11"]
+    args.append("train.allow_config_change=true")  # one step more than the checkpoint's run
     r = run_train(
         run,
         *args,
