@@ -5,7 +5,9 @@
                                                  once (exit 130, no checkpoint)
 
 The first signal sets the flag and prints one line; later SIGTERM/SIGUSR1 are ignored by the OS
-(SIG_IGN), also while the checkpoint is written and during interpreter shutdown. The trainer
+(SIG_IGN), also while the checkpoint is written and during interpreter shutdown; every rank
+ignores them once its training loop has ended (`ignore_further`), so each rank exits with the
+run's own code even when the launcher signals the ranks still shutting down. The trainer
 all-reduces the flag with the step's loss, so every rank stops after the same step.
 """
 
@@ -41,3 +43,9 @@ class StopRequest:
 
     def __call__(self) -> bool:
         return self.requested
+
+    def ignore_further(self) -> None:
+        """The run is over on this rank: a launcher's SIGTERM (sent to the other ranks once one
+        exits non-zero) must not turn this rank's exit code into a kill during shutdown."""
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)

@@ -169,6 +169,7 @@ class Recipe:
                 break
             if t.save_every and self.step % t.save_every == 0 and self.step < self.total_steps:
                 self.save()
+        self.stop.ignore_further()  # the loop is over: exit with this run's code, not a kill
         if exit_code == 0:
             self.finish()
         self.log.write_summary(exit_code, self.summary_facts())
