@@ -54,6 +54,8 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     for name in ("accelerate", "deepspeed"):  # their per-rank INFO lines say nothing to act on
         logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # tied embeddings are saved once, as intended
+        handler.addFilter(lambda r: "Removed shared tensor" not in r.getMessage())
     from sft.config import to_job_config
     from sft.engine import close_distributed
     from sft.io_errors import EXIT_IO, failure_line, storage_failure
