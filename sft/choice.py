@@ -78,6 +78,7 @@ class LossNormalization(Choice):
 
 
 class Engine(Choice):
+    auto = "auto"
     single = "single"
     ddp = "ddp"
     zero3 = "zero3"

@@ -204,8 +204,9 @@ class DistributedConfig:
     used.
     """
 
-    name: Engine = Engine.single
-    """The engine the launcher must have set up: single, ddp, zero3, zero3_offload or fsdp2."""
+    name: Engine = Engine.auto
+    """auto: follow the launcher (whatever `accelerate launch` and its config set up); or the
+    engine the launcher must have set up, checked at start-up (refused on a mismatch)."""
     expect_processes: int = 0
     """The number of processes the launcher must have started (0 = any)."""
     zero_stage: int = 0
@@ -216,7 +217,7 @@ class DistributedConfig:
     """How long a collective may wait for a rank before the run fails (a hung rank)."""
 
     def __post_init__(self) -> None:
-        deepspeed = self.name in (Engine.zero3, Engine.zero3_offload)
+        deepspeed = self.name in (Engine.zero3, Engine.zero3_offload, Engine.auto)
         _check(
             self.zero_stage in (0, 1, 2, 3) and (self.zero_stage == 0 or deepspeed),
             f"distributed.zero_stage={self.zero_stage} needs distributed=zero3 or zero3_offload "

@@ -19,9 +19,19 @@ import torch
 from sft.startup import check_setup, deepspeed_offload, env_world_size
 
 
+def found_engine(distributed_type: str, num_processes: int, offload: bool | None) -> str:
+    """The `distributed=` name of what the launcher set up (for distributed=auto)."""
+    if distributed_type == "DEEPSPEED":
+        return "zero3_offload" if offload else "zero3"
+    if distributed_type == "FSDP":
+        return "fsdp2"
+    return "ddp" if distributed_type.startswith("MULTI") or num_processes > 1 else "single"
+
+
 @dataclass(frozen=True)
 class Engine:
     accelerator: Any  # accelerate.Accelerator
+    kind: str  # the distributed= name in force (auto resolved to what the launcher set up)
     cuda: bool
     world: int  # processes
     rank: int
@@ -82,8 +92,13 @@ def setup_engine(
         cpu=not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true",
     )
     ds = acc.state.deepspeed_plugin
+    offload = deepspeed_offload(ds.deepspeed_config) if ds is not None else None
+    kind = engine
+    if engine == "auto":
+        kind = found_engine(acc.distributed_type.value, acc.num_processes, offload)
+        zero_stage = 0  # follow the DeepSpeed config's stage
     check_setup(
-        expected=engine,
+        expected=kind,
         expect_processes=expect_processes,
         expect_zero_stage=zero_stage,
         distributed_type=acc.distributed_type.value,
@@ -91,7 +106,7 @@ def setup_engine(
         zero_stage=int(ds.zero_stage) if ds is not None else 0,
         env_world_size=env_world_size(),
         cuda=cuda,
-        offload=deepspeed_offload(ds.deepspeed_config) if ds is not None else None,
+        offload=offload,
         use_cpu_env=_use_cpu_env(),
     )
     if ds is not None:  # one value in one place: our config owns batch sizes and clipping
@@ -102,8 +117,17 @@ def setup_engine(
         conf["gradient_clipping"] = max_grad_norm
         conf.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
     set_seed(seed)
+    if acc.is_main_process:
+        how = "found: distributed=auto" if engine == "auto" else f"distributed={engine}, checked"
+        stage = f", ZeRO stage {ds.zero_stage}" if ds is not None else ""
+        print(
+            f"[sft] engine {kind} ({acc.distributed_type.value}, {acc.num_processes} "
+            f"process(es){stage}, {'CUDA' if cuda else 'CPU'}; {how})",
+            flush=True,
+        )
     return Engine(
         accelerator=acc,
+        kind=kind,
         cuda=cuda,
         world=acc.num_processes,
         rank=acc.process_index,

@@ -37,7 +37,8 @@ from sft.slurm_world import (
 )
 
 ACCELERATE_DIR = Path("launch") / "accelerate"
-DISTRIBUTED_NAMES = tuple(Engine.values())  # the one list: sft.config.Engine
+# the engines a shipped accelerate config exists for (auto follows whichever one is launched)
+DISTRIBUTED_NAMES = tuple(v for v in Engine.values() if v != "auto")
 
 
 def override_value(overrides: Sequence[str], key: str) -> str | None:
@@ -188,7 +189,7 @@ def _preset_distributed(overrides: list[str]) -> str | None:
 
     cfg = compose([*overrides, "run_dir=/tmp/sft-launch-probe"])
     name = cfg.distributed.name
-    return None if name == "single" else str(name)
+    return None if name in ("single", "auto") else str(name)
 
 
 def _truthy(value: str | None) -> bool:
@@ -207,6 +208,8 @@ def _cmd_slurm_args(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
     root = Path(ns.root)
     overrides = list(ns.overrides)
     distributed = override_value(overrides, "distributed")
+    if distributed == "auto":
+        distributed = None
     if distributed is None and override_value(overrides, "experiment") is not None:
         distributed = _preset_distributed(
             overrides

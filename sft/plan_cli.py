@@ -33,6 +33,7 @@ from sft.plan_memory import (
 
 # ----------------------------------------------------------------------------------- CLI
 ENGINE_OF_DISTRIBUTED = {
+    "auto": "plain",  # sft-plan plans what --gpus / --zero-stage say
     "single": "plain",
     "ddp": "plain",
     "zero3": "deepspeed",

@@ -24,6 +24,17 @@ from sft.run_lock import RunLock
 log = logging.getLogger("sft")
 
 
+def with_engine(config_yaml: str, kind: str) -> str:
+    """config.yaml with `distributed.name` set to the engine in force (what auto resolved to)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(config_yaml)
+    if cfg.get("distributed", {}).get("name") == kind:
+        return config_yaml
+    cfg.distributed.name = kind
+    return OmegaConf.to_yaml(cfg)
+
+
 def lock(run_dir: Path, engine: Engine) -> RunLock | None:
     """Rank 0 takes the run_dir's lock; every rank learns whether it could (one collective), so
     a refused run stops everywhere before it writes anything."""

@@ -69,6 +69,7 @@ class Recipe:
         )
         self.acc, self.rank, self.world = eng.accelerator, eng.rank, eng.world
         self.lock = run_dir.lock(self.run_dir, eng)  # one run per run_dir, released in close()
+        self.config_yaml = run_dir.with_engine(self.config_yaml, eng.kind)  # what auto found
         self.batching = cfg.collator.build(d.max_length)
         self.attn = self.batching.attention(m.attn_implementation, eng.cuda)
         with self.acc.main_process_first():
@@ -95,7 +96,7 @@ class Recipe:
             self.model,
             cfg.optim,
             engine=eng,
-            expected_engine=cfg.distributed.name,
+            expected_engine=eng.kind,
             total_steps=self.total_steps,
         )
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -337,6 +338,7 @@ class Recipe:
             "epochs": round(self.step / max(len(plan0), 1), 4),
             "steps_per_epoch": len(plan0),
             "world_size": self.world,
+            "engine": self.engine.kind,
             "pack_efficiency": plan0.pack_efficiency,
             "peak_memory_mb": peak_memory_mb(self.engine.cuda),
             "dropped_tail_samples_per_epoch": plan0.dropped_tail,

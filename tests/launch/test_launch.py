@@ -190,6 +190,7 @@ def test_derived_port_is_deterministic_and_below_the_ephemeral_range() -> None:
 # ----------------------------------------------------------------------------- configs
 def test_every_trainer_distributed_option_has_an_accelerate_config() -> None:
     options = sorted(p.stem for p in (ROOT / "configs" / "distributed").glob("*.yaml"))
+    options.remove("auto")  # follows whichever accelerate config the user launches
     assert options == sorted(DISTRIBUTED_NAMES)
     for name in options:
         for nodes in (1, 4):
