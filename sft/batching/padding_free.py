@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sft.batching.base import Collate
-from sft.data.plan import Row, plan_steps, sample_rows
+from sft.batching.padding import Padding
+from sft.data.plan import Row
 
 
 @dataclass
@@ -38,27 +39,18 @@ class PaddingFreeConfig:
 class PaddingFree:
     def __init__(self, max_length: int, group_by_length: bool) -> None:
         self.capacity = max_length
-        self.group_by_length = group_by_length
+        self._padding = Padding(max_length, 1, group_by_length)  # its rows are padding's rows
 
     def attention(self, requested: str, cuda: bool) -> str:
         from sft.models.build import resolve_attn_implementation
 
         return resolve_attn_implementation(requested, "varlen", cuda)
 
-    def plan(self, pieces, targets, *, micro_batch_size, grad_accum, world_size, seed, epoch):
-        rows = sample_rows(
-            pieces,
-            seed=seed,
-            epoch=epoch,
-            group_by_length=self.group_by_length,
-            micro_batch_size=micro_batch_size,
-        )
-        return plan_steps(
-            rows, micro_batch_size=micro_batch_size, grad_accum=grad_accum, world_size=world_size
-        )
+    def plan(self, pieces, targets, **sizes):
+        return self._padding.plan(pieces, targets, **sizes)
 
     def eval_rows(self, pieces: np.ndarray, targets: np.ndarray) -> list[Row]:
-        return sample_rows(pieces, seed=0, epoch=0)
+        return self._padding.eval_rows(pieces, targets)
 
     def collator(self, pad_id: int, attn: str) -> Collate:
         from sft.data.collators import PaddingFreeCollator

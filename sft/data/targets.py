@@ -31,11 +31,11 @@ def row_targets(ids: np.ndarray, trained: np.ndarray, offsets: np.ndarray) -> np
     return targets
 
 
-def segment_targets(targets: np.ndarray, a: int, b: int) -> np.ndarray:
-    """The targets of segment a:b (int64, last position -100)."""
-    out = targets[a:b].astype(np.int64)
-    out[-1] = IGNORE
-    return out
+def segment_targets(targets: np.ndarray, a: int, b: int, out: np.ndarray) -> None:
+    """Write the targets of segment a:b into `out` (b - a positions; the last one -100), in place:
+    the collators call it once per segment of every micro-batch, so it allocates nothing."""
+    out[: b - a - 1] = targets[a : b - 1]
+    out[b - a - 1] = IGNORE
 
 
 def count_targets(targets: np.ndarray, a: int, b: int) -> int:

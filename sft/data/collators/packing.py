@@ -61,7 +61,7 @@ class PackingCollator:
             for a, b, piece in row:
                 n = b - a
                 input_ids[r, pos : pos + n] = tokens.ids[a:b]
-                targets[r, pos : pos + n] = segment_targets(tokens.targets, a, b)
+                segment_targets(tokens.targets, a, b, targets[r, pos : pos + n])
                 position_ids[r, pos : pos + n] = np.arange(n)
                 seq_idx[r, pos : pos + n] = s
                 seg_lens.append(n)

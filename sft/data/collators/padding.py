@@ -38,7 +38,7 @@ class PaddingCollator:
             ((a, b, piece),) = row  # one sample per row
             n = b - a
             input_ids[r, :n] = tokens.ids[a:b]
-            targets[r, :n] = segment_targets(tokens.targets, a, b)
+            segment_targets(tokens.targets, a, b, targets[r, :n])
             attn[r, :n] = 1
             seq_idx[r, :n] = r
             piece_ids.append(piece)
