@@ -77,6 +77,13 @@ class LossNormalization(Choice):
     micro_batch_mean = "micro_batch_mean"
 
 
+class LossImpl(Choice):
+    auto = "auto"
+    full = "full"
+    chunked = "chunked"
+    liger = "liger"
+
+
 class Engine(Choice):
     auto = "auto"
     single = "single"

@@ -26,6 +26,7 @@ from sft.config import (
     DistributedConfig,
     JobConfig,
     LoraConfig,
+    LossConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
@@ -102,7 +103,7 @@ def _options(group: str) -> str:
 
 def reference() -> str:
     out = [BEGIN, ""]
-    nested = ("model", "data", "collator", "optim", "distributed", "train")
+    nested = ("model", "data", "collator", "optim", "distributed", "train", "loss")
     out += ["## Top level", *table(JobConfig, "", skip=nested), ""]
     out += [f"## `model=` ({_options('model')})", *table(ModelConfig, "model.", skip=("lora",))]
     out += [*table(LoraConfig, "model.lora.")[2:], ""]
@@ -119,7 +120,8 @@ def reference() -> str:
     out += [f"## `optim=` ({_options('optim')})", *table(OptimConfig, "optim."), ""]
     out += [f"## `distributed=` ({_options('distributed')})"]
     out += [*table(DistributedConfig, "distributed."), ""]
-    out += ["## `train.`", *table(TrainConfig, "train."), "", END]
+    out += ["## `train.`", *table(TrainConfig, "train."), ""]
+    out += ["## `loss.`", *table(LossConfig, "loss."), "", END]
     return "\n".join(out) + "\n"
 
 

@@ -7,6 +7,8 @@ ranks (every rank runs the same number of forwards, so ZeRO-3's gathers line up)
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from sft.engine import Engine
@@ -14,7 +16,9 @@ from sft.loss import micro_batch_loss
 
 
 @torch.no_grad()
-def validation_loss(model, rows, collate, tokens, *, micro_batch_size: int, engine: Engine):
+def validation_loss(
+    model, rows, collate, tokens, *, micro_batch_size: int, engine: Engine, loss=None
+):
     """(token-mean loss, target tokens) over `rows`, split into micro-batches over the ranks."""
     acc = engine.accelerator
     mb_rows = [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
@@ -27,7 +31,9 @@ def validation_loss(model, rows, collate, tokens, *, micro_batch_size: int, engi
         batch, meta = collate(mine[j] if j < len(mine) else mb_rows[0], tokens)
         batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with acc.autocast():
-            s, _ = micro_batch_loss(model, batch, "token")
+            s, _ = (loss or functools.partial(micro_batch_loss, normalization="token"))(
+                model, batch
+            )
         if j < len(mine):
             loss_sum += s.double()
             count += meta.targets

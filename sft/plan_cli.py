@@ -18,6 +18,7 @@ from pathlib import Path
 from sft.batching import padding_and_packing
 from sft.data.targets import count_targets
 from sft.errors import UserError, exit_on_user_error
+from sft.loss import resolve_impl
 from sft.plan_memory import (
     GIB,
     MemorySetup,
@@ -81,6 +82,8 @@ def memory_table(
     mine: tuple[int, bool],
     gpu_memory_gib: float,
     gpus_per_node: int,
+    loss_impl: str = "full",
+    chunk_tokens: int = 512,
 ):
     """The rich table of memory per GPU for padding/packing x gradient checkpointing off/on.
 
@@ -121,9 +124,14 @@ def memory_table(
             label + (" (on CPU)" if on_cpu.get(label) else ""), str(per), *[_gib(value)] * len(cols)
         )
     acts = [activation_memory(shape, *shapes[k], dtype, gc) for k, gc in cols]
-    logits = [logits_memory(shape, *shapes[k], dtype, supervised_fraction) for k, _ in cols]
+    logits = [
+        logits_memory(shape, *shapes[k], dtype, supervised_fraction, loss_impl, chunk_tokens)
+        for k, _ in cols
+    ]
     table.add_row("activations", "", *map(_gib, acts))
-    table.add_row(f"logits ({supervised_fraction:.0%} supervised)", "", *map(_gib, logits))
+    table.add_row(
+        f"loss {loss_impl} ({supervised_fraction:.0%} supervised)", "", *map(_gib, logits)
+    )
     totals = [state.gpu_total + a + lg for a, lg in zip(acts, logits)]
     table.add_row(
         "[bold]total GPU[/]",
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             (mine, m.gradient_checkpointing),
             ns.gpu_memory_gib,
             ns.gpus_per_node,
+            resolve_impl(cfg.loss.impl, shape.vocab_size),
+            cfg.loss.chunk_tokens,
         )
     )
     if data is None:

@@ -15,7 +15,8 @@ with its full gradient. Activations per decoder layer and token, Llama-style blo
 attention kernels that keep no L x L scores): 4h + 2q + 2kv + 4i values (h hidden, q/kv the
 query/key-value widths, i the MLP width); with gradient checkpointing only each layer's input
 (h) plus one layer's full set during recompute. Logits exist only at supervised positions (the
-loss uses `logits_to_keep`): tokens x supervised fraction x vocab x (bf16 + fp32 copy + fp32 grad).
+loss uses `logits_to_keep`): tokens x supervised fraction x vocab x (bf16 + fp32 copy + fp32 grad)
+for loss.impl=full; chunked holds one chunk of them plus the head's weight gradient.
 Not counted: CUDA context and allocator slack (~1-3 GiB), communication buckets.
 
 The micro-batch shape: padding = micro_batch_size rows x the longest sample; packing =
@@ -80,6 +81,10 @@ class ModelShape:
         return attn + 3 * h * i + (2 * i + h) * self.mlp_bias + 2 * h  # + two RMSNorm weights
 
     def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    def lm_head_size(self) -> int:
+        """Values of the LM head's weight (tied or not)."""
         return self.vocab_size * self.hidden_size
 
     def lm_head_params(self) -> int:
@@ -265,10 +270,25 @@ def activation_memory(
 
 
 def logits_memory(
-    shape: ModelShape, rows: int, row_length: int, dtype: str, supervised_fraction: float
+    shape: ModelShape,
+    rows: int,
+    row_length: int,
+    dtype: str,
+    supervised_fraction: float,
+    impl: str = "full",
+    chunk_tokens: int = 512,
 ) -> float:
-    """Bytes of the logits at supervised positions: model-dtype logits, their fp32 copy and its grad."""
+    """Bytes the loss needs beyond the weights' own gradients (sft/loss.py), by `impl`:
+
+    full:    the logits at supervised positions, model-dtype, their fp32 copy and its grad.
+    chunked: one chunk of logits (model dtype, fp32 copy, model-dtype grad: bf16 2+4+2, fp32 4)
+             plus the LM head's weight gradient made in forward and held until backward.
+    """
     kept = rows * row_length * supervised_fraction
+    if impl in ("chunked", "liger"):
+        per_value = (2 + 4 + 2) if dtype != "fp32" else 4
+        b = 2 if dtype != "fp32" else 4
+        return min(kept, chunk_tokens) * shape.vocab_size * per_value + shape.lm_head_size() * b
     per_value = (2 + 4 + 4) if dtype != "fp32" else (4 + 4)
     return kept * shape.vocab_size * per_value
 

@@ -131,6 +131,10 @@ def test_logits_only_at_supervised_positions():
     tiny = resolve_shape("tiny", 64, 2)
     assert logits_memory(tiny, 2, 100, "fp32", 0.5) == 100 * 259 * 8
     assert logits_memory(tiny, 2, 100, "bf16", 1.0) == 200 * 259 * 10
+    # chunked: one chunk of logits (never more than the targets) + the head's weight gradient
+    head = 259 * tiny.hidden_size
+    assert logits_memory(tiny, 2, 100, "fp32", 0.5, "chunked", 30) == 30 * 259 * 4 + head * 4
+    assert logits_memory(tiny, 2, 100, "bf16", 0.1, "chunked", 64) == 20 * 259 * 8 + head * 2
 
 
 def _pieces(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
