@@ -25,7 +25,7 @@ import yaml
 from sft.errors import UserError, exit_on_user_error
 from sft.ner.datasets import SPLITS, data_root, dataset_file, infer_dataset
 from sft.ner.entity_types import load_types
-from sft.ner.readers import Sentence, read_sentences, read_spans_jsonl, write_spans_jsonl
+from sft.ner.readers import Sentence, read_sentences, read_spans_jsonl
 from sft.ner.score import score_spans
 
 
@@ -67,13 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types-file")
     p.add_argument("--model", help="local HF model dir, or 'smollm2'")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000")
-    p.add_argument("--model-name", default="default", help="model name sent to --base-url")
-    p.add_argument("--api", choices=["chat", "completions"], default="chat")
+    p.add_argument(
+        "--model-name", help="model id sent to --base-url (default: the first of GET /v1/models)"
+    )
+    p.add_argument(
+        "--api",
+        choices=["chat", "completions"],
+        default="chat",
+        help="chat: the prompt as one user turn through the chat template; completions: the "
+        "prompt as plain text (a server's /v1/completions, or --model without its template)",
+    )
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per server request")
+    p.add_argument("--retries", type=int, default=3, help="retries of a failed server request")
+    p.add_argument("--concurrency", type=int, default=4, help="server requests in flight")
+    p.add_argument(
+        "--server-stop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let the server apply the stop string (a reply that may have stopped on a stop "
+        "begun in the prompt is asked again without it); --no-server-stop cuts on the client only",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="local model batch size")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--cache-dir", help="retrieval index cache (default $SFT_CACHE/ner-index)")
     p.add_argument("--out")
+    p.add_argument(
+        "--gen-cache", help="generation cache file (default OUT/generations.jsonl), shareable"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="relabel every sentence instead of resuming OUT"
+    )
 
     e = sub.add_parser("evaluate", help="score a fine-tuned run (RUN_DIR/final) on its NER dataset")
     e.add_argument("--run-dir", required=True)
@@ -237,15 +261,24 @@ def cmd_prompt(args: argparse.Namespace) -> None:
             )
 
     if args.model:
-        backend = HFBackend.from_pretrained(_model_path(args.model), batch_size=args.batch_size)
+        backend = HFBackend.from_pretrained(
+            _model_path(args.model),
+            batch_size=args.batch_size,
+            use_chat_template=None if args.api == "chat" else False,
+        )
     else:
         backend = OpenAIBackend(
             args.base_url,
             args.model_name,
             api=args.api,
             api_key_env=args.api_key_env,
-            batch_size=args.batch_size,
+            timeout_s=args.timeout,
+            max_retries=args.retries,
+            concurrency=args.concurrency,
+            server_stop=args.server_stop,
         )
+        args.model_name = backend.model  # asks GET /v1/models when none was given
+        _say(f"server {args.base_url}: model {args.model_name!r}, api {args.api}")
     _say(
         f"labeling {len(sentences)} {dataset} {args.split} sentences, {len(types)} types, "
         f"k={args.k} ({args.retrieval}), verify={args.verify}"
@@ -262,7 +295,26 @@ def cmd_prompt(args: argparse.Namespace) -> None:
         "",
         {"k": args.k, "mode": args.mode, "verify": args.verify, "verify_k": args.verify_k},
         {"dataset": dataset, "file": str(eval_file), **settings},
+        gen_cache=args.gen_cache,
+        fresh=args.fresh,
     )
+
+
+# Settings that change how a run is carried out but not its records: a run resumes across them.
+RUN_ONLY = {
+    "out",
+    "threads",
+    "batch_size",
+    "cache_dir",
+    "base_url",
+    "api_key_env",
+    "timeout",
+    "retries",
+    "concurrency",
+    "server_stop",
+    "gen_cache",
+    "fresh",
+}
 
 
 def _run_and_write(
@@ -276,43 +328,92 @@ def _run_and_write(
     prefix: str,
     run_args: dict,
     settings: dict,
+    gen_cache: str | None = None,
+    fresh: bool = False,
 ) -> dict:
-    from sft.ner.pipeline import run_gpt_ner
+    """Label the sentences not yet in OUT's log (appending each as it finishes), then write the
+    whole log in the run's order and the metrics over every sentence, resumed ones included."""
+    from sft.ner.pipeline import NERStats, SentenceOutcome, run_gpt_ner
+    from sft.ner.store import CachedBackend, GenerationCache, RunLog, sum_counts
 
-    t0 = time.perf_counter()
-    result = run_gpt_ner(
-        [s.tokens for s in sentences],
-        types,
-        backend,
-        pool=pool,
-        retriever=retriever,
-        progress=_say,
-        **run_args,
-    )
-    seconds = time.perf_counter() - t0
+    log = RunLog(out, prefix, {k: v for k, v in settings.items() if k not in RUN_ONLY}, fresh)
+    if log.changed:
+        _say(f"{log.run_file}: settings changed ({', '.join(log.changed)}); labeling afresh")
     labels = {t.label for t in types}
     gold = [[e for e in s.entities if e[2] in labels] for s in sentences]
-    metrics = score_spans(gold, result.predictions)
-    if result.unverified is not None:  # the same generations, scored before self-verification
-        before = score_spans(gold, result.unverified)
+    rows: list[dict | None] = [log.finished(i, s.tokens) for i, s in zip(picked, sentences)]
+    todo = [j for j, row in enumerate(rows) if row is None]
+    cache_path = Path(gen_cache) if gen_cache else out / f"{prefix}generations.jsonl"
+    cached = CachedBackend(backend, GenerationCache(cache_path), log.prompts_path)
+    resumed = len(rows) - len(todo)
+    _say(
+        f"resumed {resumed} of {len(rows)} sentences from {log.path}; "
+        f"{len(cached.cache)} generations in the cache {cache_path}"
+    )
+
+    def finished(outcome: SentenceOutcome) -> None:
+        j = todo[outcome.index]
+        row = {
+            "tokens": sentences[j].tokens,
+            "entities": [list(e) for e in outcome.predicted],
+            "index": picked[j],
+            "gold": [list(e) for e in gold[j]],
+            **outcome.raw,
+            "stats": outcome.stats.as_dict(),
+        }
+        if outcome.unverified is not None:
+            row["unverified"] = [list(e) for e in outcome.unverified]
+        log.append(row)
+        rows[j] = row
+
+    t0 = time.perf_counter()
+    try:
+        run_gpt_ner(
+            [sentences[j].tokens for j in todo],
+            types,
+            cached,
+            pool=pool,
+            retriever=retriever,
+            progress=_say,
+            on_sentence=finished,
+            **run_args,
+        )
+    finally:
+        cached.close()
+        log.close()
+    seconds = time.perf_counter() - t0
+    log.rewrite(rows)
+    metrics = score_spans(gold, [[tuple(e) for e in row["entities"]] for row in rows])
+    if run_args.get("verify"):  # the same generations, scored before self-verification
+        unverified = [[tuple(e) for e in row.get("unverified", [])] for row in rows]
+        before = score_spans(gold, unverified)
         metrics["before_verify"] = {
             k: before[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")
         }
+    usage = dict(getattr(backend, "usage", {}))
     metrics.update(
         {
             "n_sentences": len(sentences),
             "seconds": round(seconds, 1),
-            "stats": result.stats.as_dict(),
+            "stats": sum_counts([NERStats().as_dict(), *(row["stats"] for row in rows)]),
+            "resumed": resumed,
+            "generations": {
+                "cached": cached.hits,
+                "new": cached.misses,
+                "cache": str(cache_path),
+            },
+            "usage": usage,
             "settings": settings,
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    preds = [Sentence(s.tokens, p) for s, p in zip(sentences, result.predictions)]
-    extra = [
-        {"index": i, "gold": [list(e) for e in g], **r} for i, g, r in zip(picked, gold, result.raw)
-    ]
-    write_spans_jsonl(out / f"{prefix}predictions.jsonl", preds, extra)
     (out / f"{prefix}metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    tokens = ""
+    if "prompt_tokens" in usage:
+        tokens = f", {usage['prompt_tokens']} prompt + {usage['completion_tokens']} new tokens"
+    _say(
+        f"generations: {cached.hits} from the cache, {cached.misses} new{tokens}; "
+        f"{resumed} of {len(rows)} sentences resumed"
+    )
     _say(
         f"P={metrics['precision']:.4f} R={metrics['recall']:.4f} F1={metrics['f1']:.4f} "
         f"({seconds:.0f} s) -> {out}"

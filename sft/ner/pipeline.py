@@ -6,6 +6,9 @@ markers (GPT-NER); mode `all_types` asks one prompt per sentence with `@@entity#
 (the format `sft.ner.sft_data` trains). With `verify`, every extracted entity of every type
 (PER included) gets the yes/no self-verification prompt, with up to `verify_k` demos made from
 the same retrieved sentences, and is dropped on a "no" (kept when the answer is unclear, counted).
+Sentences are labeled in chunks of similar length: a chunk's prompts for every type, then its
+verification; each sentence is handed to `on_sentence` as soon as its chunk is done, so a caller
+can write it out before the rest of the run (and resume from there).
 
 Invariant: `predictions[i]` holds only spans inside sentence i, with labels among `types`;
 the stats count every dropped or rejected entity: parse.kept (unique spans after parsing) =
@@ -15,7 +18,7 @@ predicted + verify_rejected.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from sft.errors import UserError
 from sft.ner.backends import Backend
@@ -46,6 +49,11 @@ class NERStats:
     verify_unclear: int = 0
     predicted: int = 0
 
+    def __add__(self, other: NERStats) -> NERStats:
+        return NERStats(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["parse"] = self.parse.as_dict()
@@ -58,6 +66,17 @@ class NERResult:
     stats: NERStats
     raw: list[dict]  # per sentence: {"generated": {label or "all": text}, "verify": [...]}
     unverified: list[list[Span]] | None = None  # with verify: the predictions before it
+
+
+@dataclass
+class SentenceOutcome:
+    """One finished sentence: what `on_sentence` receives as soon as its prompts are answered."""
+
+    index: int
+    predicted: list[Span]
+    unverified: list[Span] | None  # with verify: before it
+    raw: dict
+    stats: NERStats
 
 
 def default_max_new_tokens(tokens_batch: Sequence[Sequence[str]]) -> int:
@@ -78,6 +97,7 @@ def run_gpt_ner(
     verify_k: int = 0,
     chunk: int = 32,
     progress: Callable[[str], None] | None = None,
+    on_sentence: Callable[[SentenceOutcome], None] | None = None,
 ) -> NERResult:
     """Predict entities of `types` for each token list in `sentences`."""
     if mode not in MODES:
@@ -92,53 +112,62 @@ def run_gpt_ner(
         for i, idx in enumerate(retriever.retrieve_many([list(t) for t in sentences], k)):
             demos[i] = [pool[j] for j in reversed(idx)]
 
-    stats = NERStats()
+    per_sentence = [NERStats() for _ in range(n)]
     raw: list[dict] = [{"generated": {}, "verify": []} for _ in range(n)]
     found: list[set[Span]] = [set() for _ in range(n)]
+    unverified: list[list[Span]] = [[] for _ in range(n)]
     by_label = {t.label: t for t in types}
+    passes: list[EntityType | None] = list(types) if mode == "per_type" else [None]
     # Similar lengths together: each chunk gets a generation budget fit for its longest sentence.
     order = sorted(range(n), key=lambda i: len(" ".join(sentences[i])))
     chunks = [order[c : c + chunk] for c in range(0, n, chunk)]
-    jobs = (
-        [(t, c) for t in types for c in chunks]
-        if mode == "per_type"
-        else [(None, c) for c in chunks]
-    )
-    for j, (etype, idx) in enumerate(jobs):
-        if etype is None:
-            prompts = [all_types_prompt(sentences[i], types, demos[i]) for i in idx]
-        else:
-            prompts = [ner_prompt(sentences[i], etype, demos[i]) for i in idx]
-        budget = default_max_new_tokens([sentences[i] for i in idx])
-        if etype is None:
-            budget += 4 * len(max(by_label, key=len))
-        outputs = backend.generate(prompts, budget, STOP)
-        stats.prompts += len(prompts)
-        for i, text in zip(idx, outputs):
+    for c, idx in enumerate(chunks):
+        for etype in passes:
             if etype is None:
-                spans, ps = parse_typed(text, sentences[i], list(by_label))
-                raw[i]["generated"]["all"] = text
+                prompts = [all_types_prompt(sentences[i], types, demos[i]) for i in idx]
             else:
-                spans, ps = parse_marked(text, sentences[i], etype.label)
-                raw[i]["generated"][etype.label] = text
-            stats.parse = stats.parse + ps
-            found[i].update(spans)
-        say(f"generated {j + 1}/{len(jobs)} chunks")
+                prompts = [ner_prompt(sentences[i], etype, demos[i]) for i in idx]
+            budget = default_max_new_tokens([sentences[i] for i in idx])
+            if etype is None:
+                budget += 4 * len(max(by_label, key=len))
+            outputs = backend.generate(prompts, budget, STOP)
+            for i, text in zip(idx, outputs):
+                if etype is None:
+                    spans, ps = parse_typed(text, sentences[i], list(by_label))
+                    raw[i]["generated"]["all"] = text
+                else:
+                    spans, ps = parse_marked(text, sentences[i], etype.label)
+                    raw[i]["generated"][etype.label] = text
+                per_sentence[i].prompts += 1
+                per_sentence[i].parse = per_sentence[i].parse + ps
+                found[i].update(spans)
+        if verify:
+            for i in idx:
+                unverified[i] = sorted(found[i])
+            _verify(sentences, idx, found, demos, by_label, backend, verify_k, per_sentence, raw)
+        for i in idx:
+            per_sentence[i].predicted = len(found[i])
+            if on_sentence is not None:
+                on_sentence(
+                    SentenceOutcome(
+                        i,
+                        sorted(found[i]),
+                        unverified[i] if verify else None,
+                        raw[i],
+                        per_sentence[i],
+                    )
+                )
+        say(f"labeled {sum(len(x) for x in chunks[: c + 1])}/{n} sentences")
 
-    unverified = None
-    if verify:
-        unverified = [sorted(f) for f in found]
-        _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say)
     predictions = [sorted(f) for f in found]
-    stats.predicted = sum(len(p) for p in predictions)
-    return NERResult(predictions, stats, raw, unverified)
+    stats = sum(per_sentence, NERStats())
+    return NERResult(predictions, stats, raw, unverified if verify else None)
 
 
-def _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, say) -> None:
-    asks = [(i, span) for i in range(len(sentences)) for span in sorted(found[i])]
+def _verify(sentences, idx, found, demos, by_label, backend, verify_k, per_sentence, raw) -> None:
+    asks = [(i, span) for i in idx for span in sorted(found[i])]
     if not asks:
         return
-    say(f"verifying {len(asks)} entities")
     prompts = []
     for i, (s, e, label) in asks:
         etype = by_label[label]
@@ -147,13 +176,13 @@ def _verify(sentences, found, demos, by_label, backend, verify_k, stats, raw, sa
             verify_prompt(sentences[i], word, etype, verify_demos(demos[i], etype, verify_k))
         )
     answers = backend.generate(prompts, 4)
-    stats.prompts += len(prompts)
-    stats.verify_asked += len(asks)
     for (i, span), answer in zip(asks, answers):
         verdict = parse_yes_no(answer)
         raw[i]["verify"].append({"span": list(span), "answer": answer})
+        per_sentence[i].prompts += 1
+        per_sentence[i].verify_asked += 1
         if verdict is False:
             found[i].discard(span)
-            stats.verify_rejected += 1
+            per_sentence[i].verify_rejected += 1
         elif verdict is None:
-            stats.verify_unclear += 1
+            per_sentence[i].verify_unclear += 1

@@ -113,7 +113,9 @@ def test_prompt_through_a_local_server(data_dir, tmp_path, llm_server, capsys):
     assert metrics["before_verify"]["f1"] == metrics["f1"]  # the fake server never says no
     rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
     assert rows[0]["tokens"] == TEST[0].tokens and "generated" in rows[0] and "gold" in rows[0]
-    first = state["requests"][0]["body"]["messages"][0]["content"]
+    assert state["requests"][0]["path"] == "/v1/models"  # no --model-name: the server's first
+    assert state["requests"][1]["body"]["model"] == "fake-model"
+    first = state["requests"][1]["body"]["messages"][0]["content"]
     assert first.count("The given sentence:") == 3
     assert "Bob visited Rome" in first or "Acme hired Sue" in first  # demos come from train
 
@@ -197,7 +199,7 @@ def test_prompt_on_a_custom_file_uses_it_as_pool_minus_the_query(tmp_path, llm_s
         capsys,
     )
     assert code == 0, err
-    prompts = "\n".join(r["body"]["messages"][0]["content"] for r in state["requests"])
+    prompts = "\n".join(r["body"]["messages"][0]["content"] for r in state["requests"][1:])
     assert "The given sentence: Take Ibuprofen\nThe labeled sentence: Take @@Ibuprofen##" in prompts
     assert "The given sentence: Aspirin helps\nThe labeled sentence: @@Aspirin## helps" in prompts
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
