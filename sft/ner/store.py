@@ -112,7 +112,8 @@ class CachedBackend:
     @property
     def identity(self) -> dict:
         if self._identity is None:
-            self._identity = self.backend.identity()
+            ident = getattr(self.backend, "identity", None)
+            self._identity = ident() if ident else {"backend": type(self.backend).__name__}
         return self._identity
 
     def generate(
@@ -125,12 +126,18 @@ class CachedBackend:
         for i, (k, text) in enumerate(zip(keys, out)):
             if text is None and k not in todo:
                 todo[k] = i
-        self.hits += sum(t is not None for t in out)
+        self.hits += len(prompts) - len(todo)  # a repeat within the call counts as a hit
         self._log_prompts(prompts, keys, [t is not None for t in out], max_new_tokens, stop)
         if todo:
             firsts = list(todo.values())
             sent = [prompts[i] for i in firsts]
-            for j, text in self.backend.generate_each(sent, max_new_tokens, stop):
+            each = getattr(self.backend, "generate_each", None)
+            pairs = (
+                each(sent, max_new_tokens, stop)
+                if each
+                else enumerate(self.backend.generate(sent, max_new_tokens, stop))
+            )
+            for j, text in pairs:
                 i = firsts[j]
                 self.misses += 1
                 self.cache.put(
