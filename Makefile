@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,dev,deepspeed,eval,ner
 DEMO_ARGS ?=
+GPU_PY ?= python3
+GPU_CHECK_ARGS ?=
 
-.PHONY: help venv demo test test-fast test-slurm lint bench clean
+.PHONY: help venv demo test test-fast test-slurm lint bench gpu-wheels gpu-check gpu-dry-run clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +39,15 @@ lint: venv  ## ruff check + ruff format --check
 
 bench: venv  ## planner benchmark (see benchmarks/README.md for the training benchmarks)
 	$(BIN)/python benchmarks/bench_planner.py
+
+gpu-wheels: venv  ## save the wheels a lent GPU machine lacks into .gpu_wheels/ (carry that folder)
+	$(BIN)/python benchmarks/gpu_wheels.py
+
+gpu-check:  ## on a lent GPU machine: gpu tests + bf16 padding/packing/loss bench -> $OUT/gpu_check.json
+	PYTHONUNBUFFERED=1 $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-dry-run: venv  ## gpu-check's whole pipeline on CPU (tiny model, few steps) -> gpu_out/
+	$(BIN)/python benchmarks/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
 
 clean:  ## remove caches and outputs (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache
