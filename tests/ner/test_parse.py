@@ -157,3 +157,65 @@ def test_stats_add():
 def test_degenerate_outputs_never_crash(text):
     got, _ = parse_marked(text, TOKS, "X")
     assert got == []
+
+
+def test_a_dropped_word_never_stretches_an_entity():
+    # The alignment block "an statistics" used to run across the closing marker into "grain".
+    toks = ["Canadian", "grain", "statistics", "weekly", "."]
+    assert parse_typed("@@Canadian##MISC statistics weekly .", toks, ["MISC"])[0] == [
+        (0, 0, "MISC")
+    ]
+    toks = ["An", "Australian", "man", "who", "went"]
+    assert spans("An @@Australian## who went", toks) == [(1, 1)]
+    # A block of 3+ characters across the marker ("can opener" matching the entity's "can").
+    toks = ["Mexican", "can", "opener", "sales"]
+    assert spans("@@Mexican## opener sales", toks) == [(0, 0)]
+    toks = ["the", "cat", "saw", "the", "New", "York", "cat", "near", "New", "York", "."]
+    assert spans("the cat saw the @@New York## cat @@New York## .", toks) == [(4, 5), (8, 9)]
+
+
+def test_a_far_boundary_word_is_trimmed_when_entity_text_changed():
+    # No words spell "kanadian": the fuzzy path runs, and its last "n" must not pull in "grain".
+    toks = ["Canadian", "grain", "statistics", "weekly", "."]
+    assert spans("@@Kanadian## statistics weekly .", toks) == [(0, 0)]
+    # A 3-letter piece "ian" aligned into the far end of the dropped "parliamentarian".
+    toks = ["Australian", "parliamentarian", "John", "Langmore", "has", "formally", "resigned"]
+    got, st = parse_marked("@@Austraqian## John Langmore has formally resigned", toks, "MISC")
+    assert got == [(0, 0, "MISC")] and st.trimmed == 1
+    # A mostly aligned boundary word stays: "rain" is most of "grain".
+    toks = ["Canadian", "grain", "statistics", "weekly", "."]
+    got, st = parse_marked("@@Canadian rain## statistics weekly .", toks, "MISC")
+    assert got == [(0, 1, "MISC")] and st.trimmed == 0
+
+
+def test_an_inserted_copy_of_the_entity_word_does_not_lose_the_entity():
+    toks = ["Germany", "'s", "exports", "rose"]
+    got, st = parse_marked("@@Germany## Germany 's exports rose", toks, "LOC")
+    assert got == [(0, 0, "LOC")] and st.hallucinated_entities == 0
+
+
+def test_typed_label_after_a_space_or_in_brackets():
+    labels = ["ORG", "MISC", "PER"]
+    for text in [
+        "@@EU## ORG rejects",
+        "@@EU##(ORG) rejects",
+        "@@EU## (org) rejects",
+        "@@EU##[ORG]",
+    ]:
+        got, st = parse_typed(text, TOKS, labels)
+        assert got == [(0, 0, "ORG")] and st.untyped == 0, text
+    # A lowercase word after the marker is a word of the sentence, not a label.
+    toks = ["EU", "per", "German"]
+    got, st = parse_typed("@@EU## per German", toks, labels)
+    assert got == [] and st.untyped == 1
+
+
+def test_a_trailing_note_does_not_win_over_the_rewritten_sentence():
+    sent = "EU rejects German call to boycott British lamb ."
+    assert spans(sent + "\nNote: I marked @@German## as an entity.") == []
+    assert spans("@@EU## rejects German call to boycott British lamb .\nNote: @@German## too") == [
+        (0, 0)
+    ]
+    assert answer_line(sent + "\nNote: @@British lamb## is a product.", TOKS) == sent
+    # A marked copy of the sentence beats an unmarked echo of it.
+    assert spans(f"{sent}\n@@EU## rejects German call to boycott British lamb .") == [(0, 0)]
