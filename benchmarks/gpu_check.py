@@ -125,6 +125,7 @@ class Setup:
     collator: str
     attn: str
     loss_impl: str | None = None  # `loss.impl=`; None = the config's default
+    checkpointing: bool = False  # model.gradient_checkpointing=true
     needs_cuda: bool = False
     needs_module: str | None = None
     cap_s: float | None = None  # overrides the profile's bench cap (compiling backends)
@@ -138,6 +139,7 @@ SETUPS = (
     Setup("loss_chunked", "packing", "varlen", loss_impl="chunked"),
     Setup("packing_sdpa", "packing", "sdpa"),
     Setup("packing_flex", "packing", "flex_attention", needs_cuda=True, cap_s=100),
+    Setup("packing_varlen_ckpt", "packing", "varlen", checkpointing=True),  # what it costs
     Setup(
         "packing_flash2", "packing", "flash_attention_2", needs_cuda=True, needs_module="flash_attn"
     ),
@@ -168,6 +170,8 @@ def overrides_for(setup: Setup, profile: Profile, run_dir: Path) -> list[str]:
     ]
     if setup.loss_impl is not None:
         out.append(f"loss.impl={setup.loss_impl}")
+    if setup.checkpointing:
+        out.append("model.gradient_checkpointing=true")
     return out
 
 
@@ -213,8 +217,9 @@ def environment(_timeout: float) -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    import hydra
+    import importlib.util
 
+    hydra = importlib.util.find_spec("hydra")  # the carried one, if the wheels part installed it
     cuda = torch.cuda.is_available()
     device: dict[str, Any] = {"cuda": cuda, "count": torch.cuda.device_count() if cuda else 0}
     if cuda:
@@ -254,7 +259,7 @@ def environment(_timeout: float) -> dict:
         "status": "passed",
         "device": device,
         "versions": versions,
-        "hydra_from": str(Path(hydra.__file__).parent),
+        "hydra_from": str(Path(hydra.origin).parent) if hydra and hydra.origin else None,
         "code": {"git_commit": git, "tree_sha256": _tree_sha256()},
     }
 
@@ -728,13 +733,13 @@ def print_table(record: dict) -> None:
     if not rows:
         return
     print(
-        f"{'setup':<16} {'tokens/s':>10} {'MFU':>7} {'MFU comp':>8} {'peak MiB':>10} {'attn':>16}"
+        f"{'setup':<20} {'tokens/s':>10} {'MFU':>7} {'MFU comp':>8} {'peak MiB':>10} {'attn':>16}"
     )
     for name, s in rows.items():
         mfu = f"{s['mfu']:.3f}" if "mfu" in s else "-"
         comp = f"{s['mfu_computed']:.3f}" if "mfu_computed" in s else "-"
         print(
-            f"{name:<16} {s['tokens_per_s']:>10.1f} {mfu:>7} {comp:>8} "
+            f"{name:<20} {s['tokens_per_s']:>10.1f} {mfu:>7} {comp:>8} "
             f"{s['peak_memory_mib'] or 0:>10.0f} {s['attn']:>16}"
         )
 
