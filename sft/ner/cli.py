@@ -7,7 +7,9 @@
 
 Invariant: a user mistake (bad flag, missing file, mismatched files) prints one `error: ...`
 line on stderr and exits with code 2; results go to stdout as JSON (`score`) or to files
-(`prompt`, `evaluate`); progress goes to stderr.
+(`prompt`, `evaluate`); progress goes to stderr. `prompt` and `evaluate` append each finished
+sentence to the predictions file as it completes and every generation to the generation cache,
+so rerunning the same command resumes with nothing asked twice (`sft.ner.store`).
 """
 
 from __future__ import annotations
@@ -60,9 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=8, help="demonstrations per prompt")
     p.add_argument("--retrieval", choices=["random", "sentence", "entity"], default="random")
     p.add_argument("--embedder", help="sentence-embedding model dir (default all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--embedder-pooling",
+        choices=["mean", "cls"],
+        default="mean",
+        help="pooling of --embedder: mean of its tokens, or its first ([CLS]) token, SimCSE-style",
+    )
     p.add_argument("--entity-encoder", help="HF model dir for entity-level kNN (default --model)")
     p.add_argument("--verify", action="store_true", help="self-verify every extracted entity")
     p.add_argument("--verify-k", type=int, default=0, help="demos in verification prompts")
+    p.add_argument(
+        "--verify-demos",
+        choices=["extraction", "entity"],
+        default="extraction",
+        help="where verification demos come from: the sentence's extraction demos, or per "
+        "entity by kNN over the pool's words (GPT-NER; word features of --verify-encoder)",
+    )
+    p.add_argument(
+        "--verify-encoder",
+        help="HF model dir whose word features drive --verify-demos entity, e.g. the final/ of "
+        "an sft-train data=ner_conll2003 run (default --entity-encoder, else --model)",
+    )
     p.add_argument("--mode", choices=["per_type", "all_types"], default="per_type")
     p.add_argument("--types-file")
     p.add_argument("--model", help="local HF model dir, or 'smollm2'")
@@ -211,8 +231,8 @@ def cmd_prompt(args: argparse.Namespace) -> None:
     from sft.ner.backends import HFBackend, OpenAIBackend
     from sft.ner.retrieval import (
         EntityKNN,
+        HFSentenceEmbedder,
         HFWordEncoder,
-        MeanPoolEmbedder,
         RandomRetriever,
         SentenceKNN,
         minilm_embedder,
@@ -224,6 +244,12 @@ def cmd_prompt(args: argparse.Namespace) -> None:
         raise UserError("prompt needs exactly one of --model (local HF dir) or --base-url (server)")
     if args.k < 0 or args.verify_k < 0:
         raise UserError("--k and --verify-k must be >= 0")
+    entity_verify = args.verify and args.verify_k > 0 and args.verify_demos == "entity"
+    if args.verify and args.verify_k > 0 and args.k == 0 and not entity_verify:
+        raise UserError(
+            "--verify-k > 0 with --k 0 has no demos to draw from: use --k > 0, or "
+            "--verify-demos entity (per-entity demos from the pool)"
+        )
     _set_threads(args.threads)
     dataset, eval_file = _resolve_data(args.data, args.split)
     types = load_types(dataset, args.types_file)
@@ -232,8 +258,8 @@ def cmd_prompt(args: argparse.Namespace) -> None:
     sentences = [all_eval[i] for i in picked]
 
     pool: list[Sentence] = []
-    retriever = None
-    if args.k > 0:
+    retriever, same = None, False
+    if args.k > 0 or entity_verify:
         if args.pool:
             pool_file = Path(args.pool)
         elif args.data in SPLITS:
@@ -244,10 +270,16 @@ def cmd_prompt(args: argparse.Namespace) -> None:
         pool = read_sentences(pool_file)
         same = pool_file.resolve() == Path(eval_file).resolve()
         _say(f"demo pool: {pool_file} ({len(pool)} sentences){' minus the query' if same else ''}")
-        if args.retrieval == "random":
+        if args.k == 0:
+            pass  # the pool only serves the per-entity verification demos
+        elif args.retrieval == "random":
             retriever = RandomRetriever(pool, seed=args.seed, exclude_identical=same)
         elif args.retrieval == "sentence":
-            embedder = MeanPoolEmbedder(args.embedder) if args.embedder else minilm_embedder()
+            embedder = (
+                HFSentenceEmbedder(args.embedder, args.embedder_pooling)
+                if args.embedder
+                else minilm_embedder()
+            )
             retriever = SentenceKNN(
                 pool, embedder, _cache_dir(args.cache_dir), exclude_identical=same
             )
@@ -293,10 +325,39 @@ def cmd_prompt(args: argparse.Namespace) -> None:
         retriever,
         Path(args.out),
         "",
-        {"k": args.k, "mode": args.mode, "verify": args.verify, "verify_k": args.verify_k},
+        {
+            "k": args.k,
+            "mode": args.mode,
+            "verify": args.verify,
+            "verify_k": args.verify_k,
+            "verify_source": _verify_source(args, pool, same) if entity_verify else None,
+        },
         {"dataset": dataset, "file": str(eval_file), **settings},
         gen_cache=args.gen_cache,
         fresh=args.fresh,
+    )
+
+
+def _verify_source(args: argparse.Namespace, pool: list[Sentence], same: bool):
+    """`--verify-demos entity`: the kNN datastore of the pool's words, by --verify-encoder."""
+    from sft.ner.retrieval import HFWordEncoder
+    from sft.ner.verify_demos import WordKNNVerifyDemos
+
+    source = args.verify_encoder or args.entity_encoder
+    source = source or (_model_path(args.model) if args.model else None)
+    if source is None:
+        raise UserError(
+            "--verify-demos entity needs --verify-encoder PATH: an HF model dir, e.g. the final/ "
+            "of an sft-train data=ner_conll2003 run"
+        )
+    if not Path(source).is_dir():
+        raise UserError(f"--verify-encoder {source}: not a local model directory")
+    _say(f"per-entity verification demos: kNN over {len(pool)} pool sentences' words ({source})")
+    return WordKNNVerifyDemos(
+        pool,
+        HFWordEncoder.from_pretrained(source),
+        cache_dir=_cache_dir(args.cache_dir),
+        exclude_identical=same,
     )
 
 
