@@ -91,12 +91,14 @@ class HFBackend:
         batch_size: int = 8,
         use_chat_template: bool | None = None,
         name: str | None = None,
+        weights: str = "",
     ) -> None:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.use_chat_template = use_chat_template
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "model")
+        self.weights = weights  # a signature of the weight files: a retrained model is new
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -122,11 +124,17 @@ class HFBackend:
             batch_size=batch_size,
             use_chat_template=use_chat_template,
             name=os.path.abspath(path),
+            weights=weights_signature(path),
         )
 
     def identity(self) -> dict:
         """What decides the outputs besides the prompt (part of every generation-cache key)."""
-        return {"backend": "hf", "model": self.name, "chat_template": self.use_chat_template}
+        return {
+            "backend": "hf",
+            "model": self.name,
+            "weights": self.weights,
+            "chat_template": self.use_chat_template,
+        }
 
     def render(self, prompt: str) -> str:
         if self.use_chat_template:
@@ -195,6 +203,19 @@ class HFBackend:
             elif source:
                 ids.update(source)
         return sorted(ids)
+
+
+def weights_signature(path: str) -> str:
+    """Hash of the names, sizes and modification times of a model directory's weight, config
+    and tokenizer files: cheap, and different once the model is retrained or replaced."""
+    import hashlib
+
+    parts = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_file() and entry.name.endswith((".safetensors", ".bin", ".json", ".jinja")):
+            st = entry.stat()
+            parts.append(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def _until_eos(new: list[int], eos: list[int]) -> int:

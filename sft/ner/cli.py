@@ -395,9 +395,16 @@ def _run_and_write(
     """Label the sentences not yet in OUT's log (appending each as it finishes), then write the
     whole log in the run's order and the metrics over every sentence, resumed ones included."""
     from sft.ner.pipeline import NERStats, SentenceOutcome, run_gpt_ner
-    from sft.ner.store import CachedBackend, GenerationCache, RunLog, sum_counts
+    from sft.ner.store import (
+        CachedBackend,
+        GenerationCache,
+        RunLog,
+        backend_identity,
+        sum_counts,
+    )
 
-    log = RunLog(out, prefix, {k: v for k, v in settings.items() if k not in RUN_ONLY}, fresh)
+    decisive = {k: v for k, v in settings.items() if k not in RUN_ONLY}
+    log = RunLog(out, prefix, {**decisive, "backend": backend_identity(backend)}, fresh)
     if log.changed:
         _say(f"{log.run_file}: settings changed ({', '.join(log.changed)}); labeling afresh")
     labels = {t.label for t in types}

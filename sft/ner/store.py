@@ -43,6 +43,12 @@ def generation_key(identity: dict, prompt: str, max_new_tokens: int, stop: Seque
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def backend_identity(backend) -> dict:
+    """What decides a backend's outputs besides the prompt (its `identity()`, else its class)."""
+    ident = getattr(backend, "identity", None)
+    return ident() if ident else {"backend": type(backend).__name__}
+
+
 def read_jsonl_lenient(path: Path) -> Iterator[dict]:
     """The JSON object lines of `path`; lines that do not parse (a kill mid-write) are skipped."""
     if not path.is_file():
@@ -112,8 +118,7 @@ class CachedBackend:
     @property
     def identity(self) -> dict:
         if self._identity is None:
-            ident = getattr(self.backend, "identity", None)
-            self._identity = ident() if ident else {"backend": type(self.backend).__name__}
+            self._identity = backend_identity(self.backend)
         return self._identity
 
     def generate(

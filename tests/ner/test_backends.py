@@ -1,9 +1,17 @@
+import os
 import socket
 
 import pytest
 
 from sft.errors import UserError
-from sft.ner.backends import HFBackend, OpenAIBackend, cut_at_stop, may_straddle, server_stops
+from sft.ner.backends import (
+    HFBackend,
+    OpenAIBackend,
+    cut_at_stop,
+    may_straddle,
+    server_stops,
+    weights_signature,
+)
 
 
 def test_cut_at_stop():
@@ -39,6 +47,15 @@ def test_hf_from_pretrained_dir_and_missing(tiny, tmp_path):
     tok.save_pretrained(tmp_path)
     backend = HFBackend.from_pretrained(str(tmp_path), batch_size=2)
     assert backend.generate(["abc"], 3) == HFBackend(model, tok).generate(["abc"], 3)
+    ident = backend.identity()
+    assert ident["model"] == str(tmp_path) and ident["chat_template"] is True
+    assert ident["weights"] == weights_signature(str(tmp_path))
+    weights = tmp_path / "model.safetensors"
+    os.utime(weights, ns=(1, weights.stat().st_mtime_ns + 10**9))  # retrained: a new cache key
+    assert weights_signature(str(tmp_path)) != ident["weights"]
+    plain = HFBackend.from_pretrained(str(tmp_path), use_chat_template=False)
+    assert plain.identity()["chat_template"] is False  # --api completions with --model
+    assert backend.usage["requests"] == 1 and backend.usage["completion_tokens"] == 3
     with pytest.raises(UserError, match="not found"):
         HFBackend.from_pretrained(str(tmp_path / "nope"))
 
