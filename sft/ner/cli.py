@@ -446,6 +446,12 @@ def _run_and_write(
             on_sentence=finished,
             **run_args,
         )
+    except UserError as e:
+        saved = sum(row is not None for row in rows)
+        raise UserError(
+            f"{e} [{saved} of {len(rows)} sentences and {len(cached.cache)} generations are "
+            "saved; rerun the same command to resume]"
+        ) from None
     finally:
         cached.close()
         log.close()

@@ -88,8 +88,10 @@ def test_a_killed_run_resumes_with_nothing_recomputed(data, tmp_path, llm_server
     out = tmp_path / "out"
     code, _, err = run(_argv(url, out, "--verify"), capsys)
     assert code == 2 and "cannot reach the server" in err
+    assert err.splitlines()[-1].startswith("error: ") and "[sft-ner]" not in err.splitlines()[-1]
     served = state["served"]
     assert served == total // 2
+    assert f"and {served} generations are saved; rerun the same command to resume" in err
     assert len(GenerationCache(out / "generations.jsonl")) == served
     finished = _lines(out / "predictions.jsonl")
     assert 0 < len(finished) < 70  # whole chunks finished before the death are kept
