@@ -104,10 +104,29 @@ def served_model(tmp_path_factory):
     command = _serve_command()
     model_dir = tmp_path_factory.mktemp("served") / "tiny-planted"
     _planted_tiny_model(model_dir)
-    port = _free_port()
     log_path = model_dir.parent / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
+    for _attempt in range(3):  # another process may take the free port before the server does
+        proc, url = _start(command, model_dir, log_path, env)
+        if proc is not None:
+            break
+    else:
+        pytest.fail(f"transformers serve found no free port:\n{log_path.read_text()}")
+    try:
+        yield url, model_dir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _start(command, model_dir, log_path, env) -> tuple[subprocess.Popen | None, str]:
+    """Start the server and wait for /health; (None, url) when its port was taken."""
+    port = _free_port()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [*command, str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
@@ -117,30 +136,24 @@ def served_model(tmp_path_factory):
             env=env,
         )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"transformers serve exited ({proc.returncode}):\n{log_path.read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not up in 180 s:\n{log_path.read_text()}")
-            time.sleep(0.5)
-        yield url, model_dir
-    finally:
-        proc.terminate()
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            text = log_path.read_text()
+            if "address already in use" in text.lower():
+                return None, url
+            pytest.fail(f"transformers serve exited ({proc.returncode}):\n{text}")
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
+            pytest.fail(f"transformers serve not up in 180 s:\n{log_path.read_text()}")
+        time.sleep(0.5)
 
 
 @pytest.fixture
