@@ -36,7 +36,7 @@ def build_model(m, *, engine: Engine, attn: str, vocab_size: int, seed: int) -> 
             gradient_checkpointing=m.gradient_checkpointing,
             trust_remote_code=m.trust_remote_code,
             dropout=m.dropout,
-            vocab_size=vocab_size,
+            vocab_size=max(vocab_size, m.tiny_vocab_size),
             seed=seed,
             tiny_hidden_size=m.tiny_hidden_size,
             tiny_layers=m.tiny_layers,

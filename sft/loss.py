@@ -62,7 +62,7 @@ def loss_function(normalization: str, impl: str, chunk_tokens: int, *, cuda: boo
         if not cuda:
             raise UserError("loss.impl=liger needs CUDA; use loss.impl=chunked on this machine")
         try:
-            import liger_kernel.transformers  # noqa: F401
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # noqa: F401
         except ImportError as e:
             raise UserError(
                 "loss.impl=liger needs liger-kernel (pip install liger-kernel); "
@@ -164,14 +164,14 @@ def _unit_weights(seg: torch.Tensor, normalization: str) -> torch.Tensor | None:
 
 
 def _liger_total(hidden, weight, bias, targets, weights):
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     if weights is not None and not torch.all(weights == weights[0]):
         raise UserError(
             "loss.impl=liger supports train.loss_normalization=token or micro_batch_mean; "
             "use loss.impl=chunked for sample"
         )
-    total = liger_fused_linear_cross_entropy(hidden, weight, targets, bias, reduction="sum")
+    total = LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight, hidden, targets, bias)
     total = total if weights is None else total * weights[0]
     with torch.no_grad():  # per-target losses for the report only (chunked, no gradient)
         _, losses = ChunkedLinearCrossEntropy.apply(

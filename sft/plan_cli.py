@@ -213,6 +213,55 @@ def steps_table(
     return table
 
 
+def parse_budget(text: str) -> float:
+    """Bytes of "24GiB", "80GB", "512MiB" or a plain number of GiB."""
+    units = {"gib": GIB, "gb": 1e9, "mib": 2**20, "mb": 1e6, "": GIB}
+    t = text.strip().lower().replace(" ", "")
+    number = t.rstrip("abgimk")
+    try:
+        return float(number) * units[t[len(number) :]]
+    except (KeyError, ValueError):
+        raise UserError(f"--fit {text!r}: give a size like 24GiB, 80GB or 40 (GiB)") from None
+
+
+def fit_table(
+    shape, setup, batching, longest, supervised_fraction, t, checkpointing, impl, chunk, budget
+):
+    """The settings that fit `budget` per GPU, fewest changes first (sft/memory_check.py)."""
+    from rich.table import Table
+
+    from sft.memory_check import fitting_options
+
+    base, fits = fitting_options(
+        shape,
+        setup,
+        rows_of=lambda mbs: batching.memory_rows(mbs, longest),
+        micro_batch_size=t.micro_batch_size,
+        grad_accum=t.grad_accum,
+        checkpointing=checkpointing,
+        loss_impl=impl,
+        chunk_tokens=chunk,
+        supervised_fraction=supervised_fraction,
+        budget=budget,
+    )
+    table = Table(
+        title=f"Settings that fit {budget / GIB:.1f} GiB per GPU (this config: "
+        f"{base.bytes / GIB:.1f} GiB)",
+        caption="none fits: fewer tokens per row, more GPUs or offload" if not fits else None,
+    )
+    for col in ("overrides", "micro-batch x accum", "checkpointing", "loss", "GiB"):
+        table.add_column(col, justify="left" if col == "overrides" else "right")
+    for o in fits[:8]:
+        table.add_row(
+            o.overrides(base) or "(as configured)",
+            f"{o.micro_batch_size} x {o.grad_accum}",
+            "on" if o.checkpointing else "off",
+            o.loss_impl,
+            f"{o.bytes / GIB:.1f}",
+        )
+    return table
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sft-plan", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -265,6 +314,13 @@ def _parser() -> argparse.ArgumentParser:
         help="measure the data of an earlier run: its config.yaml's data and model sections",
     )
     p.add_argument(
+        "--fit",
+        default="",
+        metavar="BUDGET",
+        help="list the micro-batch sizes, checkpointing and loss settings that fit BUDGET per "
+        "GPU (e.g. 24GiB, 80GB, 40 = GiB)",
+    )
+    p.add_argument(
         "--peak-tflops",
         type=float,
         default=989.0,
@@ -315,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = replace(
             setup, zero_stage=ns.zero_stage, engine="deepspeed" if ns.zero_stage else setup.engine
         )
-    shape = resolve_shape(m.name_or_path, m.tiny_hidden_size, m.tiny_layers)
+    shape = resolve_shape(m.name_or_path, m.tiny_hidden_size, m.tiny_layers, m.tiny_vocab_size)
     own = c.build(cfg.data.max_length)
 
     data = None
@@ -376,6 +432,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg.loss.chunk_tokens,
         )
     )
+    if ns.fit:
+        con.print(
+            fit_table(
+                shape, setup, own, longest, sup_frac, t, m.gradient_checkpointing,
+                resolve_impl(cfg.loss.impl, shape.vocab_size), cfg.loss.chunk_tokens,
+                parse_budget(ns.fit),
+            )
+        )  # fmt: skip
     if data is None:
         con.print("steps per epoch: skipped (--no-data)")
         return 0

@@ -152,12 +152,13 @@ def shape_from_hf_config(cfg, name: str) -> ModelShape:
 
 
 def resolve_shape(
-    name_or_path: str, tiny_hidden_size: int = 64, tiny_layers: int = 2
+    name_or_path: str, tiny_hidden_size: int = 64, tiny_layers: int = 2, tiny_vocab_size: int = 0
 ) -> ModelShape:
     """Built-in shapes for known names, the config of a local folder, else the HF cache (offline)."""
     if name_or_path == "tiny":
         h = tiny_hidden_size
-        return ModelShape("tiny", 259, h, 2 * h, tiny_layers, 4, 2, h // 4, False)
+        vocab = max(259, tiny_vocab_size)
+        return ModelShape("tiny", vocab, h, 2 * h, tiny_layers, 4, 2, h // 4, False)
     key = name_or_path.rstrip("/").split("/")[-1].lower()
     if key in KNOWN_SHAPES and not Path(name_or_path).expanduser().is_dir():
         return KNOWN_SHAPES[key]
@@ -291,6 +292,26 @@ def logits_memory(
         return min(kept, chunk_tokens) * shape.vocab_size * per_value + shape.lm_head_size() * b
     per_value = (2 + 4 + 4) if dtype != "fp32" else (4 + 4)
     return kept * shape.vocab_size * per_value
+
+
+def peak_memory(
+    shape: ModelShape,
+    setup: MemorySetup,
+    *,
+    rows: int,
+    row_length: int,
+    checkpointing: bool,
+    supervised_fraction: float,
+    loss_impl: str = "full",
+    chunk_tokens: int = 512,
+) -> float:
+    """Bytes per GPU at the peak of a step on micro-batches of rows x row_length: the states on the
+    device, the activations and the loss (what `sft-plan` prints as the total)."""
+    act = activation_memory(shape, rows, row_length, setup.dtype, checkpointing)
+    loss = logits_memory(
+        shape, rows, row_length, setup.dtype, supervised_fraction, loss_impl, chunk_tokens
+    )
+    return state_memory(shape, setup).gpu_total + act + loss
 
 
 # ----------------------------------------------------------------------------------- steps

@@ -136,3 +136,34 @@ def test_a_chunked_run_trains_like_a_full_one_and_records_the_impl(tmp_path):
     for full, chunked in zip(runs["full"], runs["chunked"], strict=True):
         assert abs(full["loss"] - chunked["loss"]) < 1e-5
         assert abs(full["grad_norm"] - chunked["grad_norm"]) < 1e-5
+
+
+def test_liger_is_refused_without_cuda_in_one_line():
+    from sft.errors import UserError
+    from sft.loss import loss_function
+
+    with pytest.raises(UserError, match="loss.impl=liger needs CUDA; use loss.impl=chunked"):
+        loss_function("token", "liger", 512, cuda=False)
+
+
+@pytest.mark.gpu
+def test_liger_equals_chunked_on_cuda():
+    pytest.importorskip("liger_kernel", reason="liger-kernel is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=4096, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    model = LlamaForCausalLM(cfg).cuda()
+    ids = torch.randint(0, 4096, (1, 257), device="cuda")
+    batch = {"input_ids": ids[:, :256], "position_ids": torch.arange(256, device="cuda")[None],
+             "targets": ids[:, 1:], "seq_idx": torch.zeros(1, 256, dtype=torch.long, device="cuda")}  # fmt: skip
+    got = {}
+    for impl in ("chunked", "liger"):
+        model.zero_grad(set_to_none=True)
+        total, _ = micro_batch_loss(model, batch, "token", impl, chunk_tokens=64)
+        total.backward()
+        got[impl] = (float(total), model.lm_head.weight.grad.clone())
+    assert abs(got["liger"][0] - got["chunked"][0]) < 1e-3 * abs(got["chunked"][0])
+    torch.testing.assert_close(got["liger"][1], got["chunked"][1], rtol=1e-3, atol=1e-4)
