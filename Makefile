@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,dev,deepspeed,eval,ner
+EXTRAS ?= cpu,dev,deepspeed,eval,ner,trackers
 DEMO_ARGS ?=
 GPU_PY ?= python3
 GPU_CHECK_ARGS ?=

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [
             f"model={ns.model}", "data=demo", "data.demo_size=64", "train.max_steps=1",
             "train.micro_batch_size=1", "train.keep_last=1", "train.progress=false",
-            "train.tensorboard=false", f"run_dir={tmp}/run",
+            "train.report_to=none", f"run_dir={tmp}/run",
         ]  # fmt: skip
         cfg, yaml = compose_job(overrides)
         recipe = Recipe(cfg, yaml)

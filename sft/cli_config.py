@@ -21,6 +21,7 @@ from sft.config import register_configs, to_job_config
 from sft.errors import UserError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+RENAMED = {"train.tensorboard": "train.report_to=[tensorboard] (or train.report_to=none)"}
 register_configs()
 
 
@@ -58,6 +59,8 @@ def error_line(e: BaseException) -> str | None:
             where = f"; it belongs to collator={' or collator='.join(has)}" if has else ""
             option = next(n for n, c in BATCHING_CONFIGS.items() if c is cls)
             return f"{cause.full_key} is not a key of collator={option}{where}"
+        if cause.full_key in RENAMED:
+            return f"{cause.full_key} was replaced by {RENAMED[cause.full_key]}"
         return f"unknown config key {cause.full_key!r} (not a field of {owner})"
     if isinstance(cause, ValidationError) and cause.full_key:
         kind = _field_type(cause.object_type, str(cause.key)) if cause.object_type else None

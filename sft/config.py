@@ -35,6 +35,7 @@ from sft.choice import (
     TrainOn,
 )
 from sft.errors import UserError
+from sft.trackers import tracker_names
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -273,8 +274,11 @@ class TrainConfig:
     """Non-finite steps in a row (each skipped) before the run stops with exit code 3."""
     progress: bool = True
     """A progress bar on a terminal."""
-    tensorboard: bool = True
-    """TensorBoard events under run_dir/tb."""
+    report_to: Any = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers, through Accelerate: a list of tensorboard (run_dir/tb/), wandb
+    (run_dir/wandb/; WANDB_MODE=offline without a network), mlflow (run_dir/mlflow/mlflow.db, or
+    $MLFLOW_TRACKING_URI); one name also works; none or [] logs to none. Each gets every
+    metrics.jsonl line and the resolved config (sft/trackers.py)."""
     record_samples: bool = False
     """Write the pieces of every step to run_dir/samples/ (the exact-resume tests read them)."""
     checkpoint_hf_model: bool = False
@@ -297,6 +301,7 @@ class TrainConfig:
             value = getattr(self, key)
             _check(value >= 0, f"train.{key} must be >= 0 (0 = {ZERO_MEANS[key]}), got {value}")
         _check(self.max_bad_steps >= 1, "train.max_bad_steps must be >= 1")
+        self.report_to = tracker_names(self.report_to)
         _check(
             math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,
             f"train.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}",
@@ -370,6 +375,8 @@ def to_job_config(cfg: DictConfig) -> JobConfig:
 def job_config_from_yaml(path: Path) -> JobConfig:
     """The JobConfig of a run's config.yaml (its collator option read from `collator.name`)."""
     raw = OmegaConf.load(path)
+    if "tensorboard" in raw.get("train", {}):  # before train.report_to (runs of sft 0.1)
+        raw.train.report_to = ["tensorboard"] if raw.train.pop("tensorboard") else []
     schema = OmegaConf.structured(JobConfig)
     schema.collator = OmegaConf.structured(option_class(raw.get("collator", {}), where=str(path)))
     return to_job_config(OmegaConf.merge(schema, raw))

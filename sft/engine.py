@@ -72,7 +72,9 @@ def setup_engine(
     max_grad_norm: float,
     dtype: str,
     seed: int,
+    tracking: dict | None = None,
 ) -> Engine:
+    """`tracking`: the trackers' Accelerator arguments (sft/trackers.py `accelerator_args`)."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
@@ -90,6 +92,7 @@ def setup_engine(
         # cpu=True would make Accelerate drop DeepSpeed; DeepSpeed finds the CPU by itself
         kwargs_handlers=handlers,
         cpu=not cuda and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true",
+        **(tracking or {}),
     )
     ds = acc.state.deepspeed_plugin
     offload = deepspeed_offload(ds.deepspeed_config) if ds is not None else None

@@ -1,8 +1,9 @@
-"""Run outputs other tools read: metrics.jsonl, TensorBoard events, progress, summary.json.
+"""Run outputs other tools read: metrics.jsonl and the progress line (or bar).
 
 Only rank 0 writes. Each `log()` appends one JSON object per line and flushes, so a killed run
 keeps every line it logged; non-finite values are written as strings ("nan", "inf"), never
-dropped, so a bad step stays visible.
+dropped, so a bad step stays visible. The same line then goes to the experiment trackers
+(`track`, from sft/trackers.py: TensorBoard, W&B, MLflow through Accelerate).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ class MetricsWriter:
         self,
         run_dir: Path,
         enabled: bool,
-        tensorboard: bool = True,
+        track: Callable[[dict], None] | None = None,
         progress_total: int = 0,
         progress: bool = True,
         initial_step: int = 0,
@@ -34,20 +36,13 @@ class MetricsWriter:
         self.enabled = enabled
         self.total = progress_total  # off a terminal: a line every 10 s and at the last step
         self.path = run_dir / "metrics.jsonl"
-        self.tb = None
+        self.track = track
         self.bar = None
         self.task = None
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run, closed in close()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:
-                self.tb = None
         if progress and sys.stderr.isatty():
             from rich.progress import (
                 BarColumn,
@@ -76,12 +71,8 @@ class MetricsWriter:
             return
         self.file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
-                    self.tb.add_scalar(
-                        f"{'eval' if k.startswith('eval') else 'train'}/{k}", v, row.get("step", 0)
-                    )
+        if self.track is not None:
+            self.track(row)
         if "loss" in row:
             info = f"loss {row['loss']:.4f}  {row.get('tokens_per_s', 0):,.0f} tok/s"
             if self.bar is not None:
@@ -97,6 +88,4 @@ class MetricsWriter:
             return
         if self.bar is not None:
             self.bar.stop()
-        if self.tb is not None:
-            self.tb.close()
         self.file.close()

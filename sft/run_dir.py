@@ -54,7 +54,7 @@ RESUME_FREE = {
     "run_name", "run_dir", "experiment", "model.name", "data.name", "data.num_proc",
     "train.log_every", "train.eval_every", "train.eval_at_start", "train.eval_micro_batch_size",
     "train.save_every", "train.keep_last", "train.resume_from", "train.max_bad_steps",
-    "train.progress", "train.tensorboard", "train.record_samples", "train.checkpoint_hf_model",
+    "train.progress", "train.report_to", "train.record_samples", "train.checkpoint_hf_model",
     "train.benchmark_tasks", "train.benchmark_limit", "train.allow_config_change",
 }  # fmt: skip
 

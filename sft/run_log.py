@@ -1,6 +1,7 @@
 """`RunLog`: everything a run records about itself, in one object that keeps what it needs in memory.
 
-    metrics.jsonl     one line per logged step and per evaluation (rank 0; sft/metrics.py)
+    metrics.jsonl     one line per logged step and per evaluation (rank 0; sft/metrics.py),
+                      each also sent to the experiment trackers (sft/trackers.py)
     samples/rankR.jsonl  the pieces of every step of rank R (train.record_samples)
     totals            samples, tokens, targets, pads, skipped steps, train seconds, last loss:
                       saved in every checkpoint and restored on resume
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +93,7 @@ class RunLog:
         start_step: int,
         totals: dict | None,
         log_every: int,
-        tensorboard: bool,
+        track: Callable[[dict], None] | None,
         progress: bool,
         record_samples: bool,
     ) -> None:
@@ -104,7 +106,7 @@ class RunLog:
         self.record_samples = record_samples
         self.last_eval: float | None = None
         self._bad: tuple[list[int], list[str]] = ([], [])  # the last skipped step's ranks, samples
-        self.metrics = MetricsWriter(run_dir, main, tensorboard, total_steps, progress, start_step)
+        self.metrics = MetricsWriter(run_dir, main, track, total_steps, progress, start_step)
 
     def step(self, step: int, r: StepResult, epoch: float, plan, seconds: float) -> None:
         """Account one optimizer step; log it every `log_every` steps, at the end and when skipped."""

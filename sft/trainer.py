@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from sft import checkpoint as ckpt
-from sft import run_dir
+from sft import run_dir, trackers
 from sft.build import build_model, build_optimizer
 from sft.config import JobConfig
 from sft.data.dataset import prepare_data
@@ -66,6 +66,7 @@ class Recipe:
             max_grad_norm=t.max_grad_norm,
             dtype=m.dtype,
             seed=cfg.seed,
+            tracking=trackers.accelerator_args(t.report_to, self.run_dir),
         )
         self.acc, self.rank, self.world = eng.accelerator, eng.rank, eng.world
         self.lock = run_dir.lock(self.run_dir, eng)  # one run per run_dir, released in close()
@@ -135,12 +136,11 @@ class Recipe:
             start_step=self.step,
             totals=totals,
             log_every=t.log_every,
-            tensorboard=t.tensorboard,
+            track=trackers.start(self.acc, t.report_to, self.run_dir, self.config_yaml),
             progress=t.progress,
             record_samples=t.record_samples,
         )
 
-    # ----------------------------------------------------------------------------- setup
     # ----------------------------------------------------------------------------- loop
     def train(self) -> int:
         t = self.cfg.train

@@ -34,7 +34,7 @@ BASE = [
     "train.eval_every=3",
     "train.record_samples=true",
     "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
     "optim.lr=1e-3",
     "optim.warmup_ratio=0.2",
 ]

@@ -32,7 +32,7 @@ BASE = [
     "data.overlong=drop",
     "data.max_bad_fraction=0.1",
     "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
 ]
 
 

@@ -89,7 +89,7 @@ def test_run_directory_contract(tmp_path, collator):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["steps"] == 4 and summary["collator"] == collator
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert list((run_dir / "tb").rglob("events.out.tfevents.*"))  # report_to=[tensorboard]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final")

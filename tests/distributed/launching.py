@@ -31,7 +31,7 @@ COMMON = [
     "model.dtype=fp32",
     "train.max_steps=3",
     "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
     "optim.warmup_ratio=0",
     "optim.lr=1e-3",
 ]

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 TINY = [
     "collator=packing", "model=tiny", "data=demo", "data.demo_size=60", "data.max_length=512",
     "data.max_bad_fraction=0.5", "train.max_steps=3", "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
 ]  # fmt: skip
 
 

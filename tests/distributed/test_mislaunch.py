@@ -21,7 +21,7 @@ QUICK = [
     "data.demo_size=50",
     "train.max_steps=1",
     "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
 ]
 
 

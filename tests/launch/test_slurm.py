@@ -29,7 +29,7 @@ TINY = [
     "data.max_bad_fraction=0.5",
     "train.micro_batch_size=2",
     "train.progress=false",
-    "train.tensorboard=false",
+    "train.report_to=none",
 ]
 
 

@@ -154,7 +154,7 @@ def test_run_stops_with_one_line_exit_2_and_no_traceback(tmp_path):
         "data.val_fraction=0",
         "train.max_steps=1",
         "train.progress=false",
-        "train.tensorboard=false",
+        "train.report_to=none",
     )
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2, r.stderr[-2000:]
@@ -179,7 +179,7 @@ def test_skipped_rows_are_reported_in_data_report_and_summary(tmp_path):
         "train.max_steps=1",
         "train.micro_batch_size=2",
         "train.progress=false",
-        "train.tensorboard=false",
+        "train.report_to=none",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((run / "data_report.json").read_text())

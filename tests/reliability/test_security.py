@@ -110,9 +110,9 @@ def test_no_secret_is_written_anywhere(tmp_path):
         *TINY,
         "train.max_steps=2",
         "train.save_every=1",
-        "train.tensorboard=true",
+        "train.report_to=[tensorboard,wandb,mlflow]",  # the trackers get the config too
         "run_name=${oc.env:HF_TOKEN}",
-        env=SECRETS,
+        env={**SECRETS, "WANDB_MODE": "offline"},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     files = [p for p in run.rglob("*") if p.is_file()]

@@ -37,7 +37,7 @@ def small_disk(tmp_path):
 
 def test_disk_full_during_a_checkpoint_is_one_line_exit_74_and_the_last_one_is_intact(small_disk):
     run = small_disk / "run"
-    r = run_train(run, *TINY, "train.max_steps=6", "train.save_every=2", "train.tensorboard=false")
+    r = run_train(run, *TINY, "train.max_steps=6", "train.save_every=2", "train.report_to=none")
     assert r.returncode == 74, (r.returncode, r.stderr[-3000:])
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no space left on the device" in errors[0], r.stderr[-3000:]
