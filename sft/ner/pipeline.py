@@ -5,7 +5,10 @@ and shared by all types. Mode `per_type` asks one prompt per (sentence, type) wi
 markers (GPT-NER); mode `all_types` asks one prompt per sentence with `@@entity##LABEL` markers
 (the format `sft.ner.sft_data` trains). With `verify`, every extracted entity of every type
 (PER included) gets the yes/no self-verification prompt, with up to `verify_k` demos made from
-the same retrieved sentences, and is dropped on a "no" (kept when the answer is unclear, counted).
+the same retrieved sentences (source `extraction`) or retrieved per entity by `verify_source`
+(source `entity`, kNN over the training set's words: `sft.ner.verify_demos`), and is dropped on a
+"no" (kept when the answer is unclear, counted). `verify_k > 0` with nothing to draw demos from
+is a `UserError`, never a silent zero-shot.
 Sentences are labeled in chunks of similar length: a chunk's prompts for every type, then its
 verification; each sentence is handed to `on_sentence` as soon as its chunk is done, so a caller
 can write it out before the rest of the run (and resume from there).
@@ -35,6 +38,7 @@ from sft.ner.prompts import (
 )
 from sft.ner.readers import Sentence
 from sft.ner.retrieval import Retriever
+from sft.ner.verify_demos import VerifyDemoSource
 
 MODES = ("per_type", "all_types")
 STOP = ("\n" + GIVEN,)
@@ -98,12 +102,18 @@ def run_gpt_ner(
     chunk: int = 32,
     progress: Callable[[str], None] | None = None,
     on_sentence: Callable[[SentenceOutcome], None] | None = None,
+    verify_source: VerifyDemoSource | None = None,
 ) -> NERResult:
     """Predict entities of `types` for each token list in `sentences`."""
     if mode not in MODES:
         raise UserError(f"mode={mode!r}: choose one of {list(MODES)}")
     if k > 0 and retriever is None:
         raise UserError("k > 0 demonstrations need a retriever (random, sentence or entity)")
+    if verify and verify_k > 0 and verify_source is None and k == 0:
+        raise UserError(
+            f"verify_k={verify_k} needs demos to draw from: k > 0 extraction demos "
+            "(verify_demos=extraction) or a pool for per-entity demos (verify_demos=entity)"
+        )
     say = progress or (lambda msg: None)
     n = len(sentences)
     demos: list[list[Sentence]] = [[] for _ in range(n)]
@@ -144,7 +154,18 @@ def run_gpt_ner(
         if verify:
             for i in idx:
                 unverified[i] = sorted(found[i])
-            _verify(sentences, idx, found, demos, by_label, backend, verify_k, per_sentence, raw)
+            _verify(
+                sentences,
+                idx,
+                found,
+                demos,
+                by_label,
+                backend,
+                verify_k,
+                per_sentence,
+                raw,
+                verify_source,
+            )
         for i in idx:
             per_sentence[i].predicted = len(found[i])
             if on_sentence is not None:
@@ -164,17 +185,20 @@ def run_gpt_ner(
     return NERResult(predictions, stats, raw, unverified if verify else None)
 
 
-def _verify(sentences, idx, found, demos, by_label, backend, verify_k, per_sentence, raw) -> None:
+def _verify(
+    sentences, idx, found, demos, by_label, backend, verify_k, per_sentence, raw, source=None
+) -> None:
     asks = [(i, span) for i in idx for span in sorted(found[i])]
     if not asks:
         return
+    if source is not None:
+        chosen = source.select([(sentences[i], span) for i, span in asks], verify_k)
+    else:
+        chosen = [verify_demos(demos[i], by_label[span[2]], verify_k) for i, span in asks]
     prompts = []
-    for i, (s, e, label) in asks:
-        etype = by_label[label]
+    for (i, (s, e, label)), vdemos in zip(asks, chosen):
         word = " ".join(sentences[i][s : e + 1])
-        prompts.append(
-            verify_prompt(sentences[i], word, etype, verify_demos(demos[i], etype, verify_k))
-        )
+        prompts.append(verify_prompt(sentences[i], word, by_label[label], vdemos))
     answers = backend.generate(prompts, 4)
     for (i, span), answer in zip(asks, answers):
         verdict = parse_yes_no(answer)

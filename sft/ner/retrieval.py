@@ -3,7 +3,8 @@
 - `RandomRetriever`: k pool sentences drawn with a generator seeded by (seed, query text), so a
   query always gets the same demos, whatever order the queries come in.
 - `SentenceKNN`: cosine top-k between a sentence embedding of the query and of every pool
-  sentence (e.g. all-MiniLM-L6-v2 mean pooling, `minilm_embedder()`).
+  sentence (e.g. all-MiniLM-L6-v2 mean pooling, `minilm_embedder()`; `HFSentenceEmbedder` pools
+  any HF encoder by the mean of its tokens or by its first ([CLS]) token, SimCSE-style).
 - `EntityKNN`: word vectors from a (fine-tuned) HF model (`HFWordEncoder`); each gold entity of
   the pool is the mean of its words' vectors; each entity candidate of the query (by default
   every single word; pluggable) likewise; a pool sentence scores the best cosine between any
@@ -202,20 +203,28 @@ class EntityKNN:
         return out
 
 
-class MeanPoolEmbedder:
-    """Sentence embeddings from an HF encoder: mean of the last hidden states over real tokens,
-    L2-normalised (the all-MiniLM-L6-v2 recipe)."""
+class HFSentenceEmbedder:
+    """Sentence embeddings from an HF encoder's last hidden states, L2-normalised. Pooling
+    `mean`: the mean over real tokens (the all-MiniLM-L6-v2 recipe); `cls`: the state of the
+    first real token, [CLS] in BERT-style encoders (the SimCSE recipe). Padding never changes
+    an embedding, on either side."""
+
+    POOLINGS = ("mean", "cls")
 
     def __init__(
         self,
         model_dir: str | Path,
+        pooling: str = "mean",
         name: str | None = None,
         batch_size: int = 64,
         max_length: int = 256,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        self.name = name or f"meanpool:{Path(model_dir).resolve()}"
+        if pooling not in self.POOLINGS:
+            raise UserError(f"pooling={pooling!r}: choose one of {list(self.POOLINGS)}")
+        self.pooling = pooling
+        self.name = name or f"{pooling}pool:{Path(model_dir).resolve()}"
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -236,9 +245,27 @@ class MeanPoolEmbedder:
             )
             with torch.no_grad():
                 hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy())
+            if self.pooling == "cls":
+                first = batch["attention_mask"].argmax(dim=1)  # first real token (left padding)
+                pooled = hidden[torch.arange(hidden.shape[0]), first]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(pooled.float().numpy())
         return _normalize(np.concatenate(out)) if out else np.zeros((0, 1), dtype=np.float32)
+
+
+class MeanPoolEmbedder(HFSentenceEmbedder):
+    """`HFSentenceEmbedder` with mean pooling (the all-MiniLM-L6-v2 recipe)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        name: str | None = None,
+        batch_size: int = 64,
+        max_length: int = 256,
+    ) -> None:
+        super().__init__(model_dir, "mean", name, batch_size, max_length)
 
 
 def minilm_dir() -> Path | None:
