@@ -122,8 +122,8 @@ def start(
     acc, report_to: list[str], run_dir: Path, config_yaml: str
 ) -> Callable[[dict], None] | None:
     """Open the tracker runs (rank 0), log the resolved config; the function that logs one
-    metrics.jsonl line to them, or None without trackers."""
-    if not report_to:
+    metrics.jsonl line to them, or None without trackers (and on every other rank)."""
+    if not report_to or not acc.is_main_process:
         return None
     from omegaconf import OmegaConf
 
