@@ -291,6 +291,7 @@ def cmd_prompt(args: argparse.Namespace) -> None:
             retriever = EntityKNN(
                 pool, encoder, cache_dir=_cache_dir(args.cache_dir), exclude_identical=same
             )
+    verify_source = _verify_source(args, pool, same) if entity_verify else None
 
     if args.model:
         backend = HFBackend.from_pretrained(
@@ -330,7 +331,7 @@ def cmd_prompt(args: argparse.Namespace) -> None:
             "mode": args.mode,
             "verify": args.verify,
             "verify_k": args.verify_k,
-            "verify_source": _verify_source(args, pool, same) if entity_verify else None,
+            "verify_source": verify_source,
         },
         {"dataset": dataset, "file": str(eval_file), **settings},
         gen_cache=args.gen_cache,

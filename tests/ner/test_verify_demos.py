@@ -157,6 +157,7 @@ def test_cli_refuses_verify_k_with_no_demos(tmp_path, llm_server, capsys):
     # Per-entity demos need a feature model; with a server and no --verify-encoder, none.
     code, _, err = run([*argv, "--pool", pool, "--verify-demos", "entity"], capsys)
     assert code == 2 and "needs --verify-encoder" in err
+    assert state["requests"] == []  # refused before the server was asked anything
 
 
 def test_cli_per_entity_verification_with_a_saved_model(tiny, tmp_path, llm_server, capsys):
@@ -214,3 +215,16 @@ def test_cls_pooling_beside_mean_pooling(tiny, tmp_path):
     np.testing.assert_allclose(cls(texts), c, atol=1e-5)
     with pytest.raises(UserError, match="pooling"):
         HFSentenceEmbedder(tmp_path, pooling="max")
+
+
+def test_the_demo_source_is_a_config_option_too(tmp_path, llm_server, capsys):
+    url, state = llm_server
+    pool, test = _files(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"data: {test}\npool: {pool}\nk: 0\nverify: true\nverify_k: 2\nverify_demos: entity\n"
+    )
+    argv = ["prompt", "--config", str(cfg), "--base-url", url, "--out", str(tmp_path / "o")]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "--verify-demos entity needs --verify-encoder" in err
+    assert state["requests"] == []
