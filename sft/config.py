@@ -25,15 +25,14 @@ from sft.batching import BATCHING_CONFIGS, option_class
 from sft.choice import (
     Attention,
     Backend,
-    DataFormat,
     Dtype,
     Engine,
+    LossImpl,
     LossNormalization,
-    Overlong,
     Schedule,
     TinyArch,
-    TrainOn,
 )
+from sft.data.config import DataConfig
 from sft.errors import UserError
 from sft.trackers import tracker_names
 
@@ -92,72 +91,18 @@ class ModelConfig:
     """Hidden size of the tiny model."""
     tiny_layers: int = 2
     """Layers of the tiny model."""
+    tiny_vocab_size: int = 0
+    """Embedding and LM-head rows of the tiny model (0 = the tokenizer's 259): a large one gives
+    it a large vocabulary's memory profile (e.g. 128256, Llama-3's) with the same tokenizer."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters (see model.lora.*)."""
 
     def __post_init__(self) -> None:
         _check(self.name_or_path != "", "model.name_or_path is empty; set a hub id or a local path")
-
-
-@dataclass
-class DataConfig:
-    """Where samples come from and how they become token ids and targets."""
-
-    name: str = ""
-    """The option's name (set by configs/data/*.yaml; demo and file are checked, see below)."""
-    path: str = ""
-    """Local file/folder, datasets save_to_disk folder or hub id; "" = the built-in demo data."""
-    split: str = "train"
-    """Split to read from a hub id or a datasets folder."""
-    format: DataFormat = DataFormat.auto
-    """Row format: messages, sharegpt, alpaca, prompt_completion, or auto (detected per row)."""
-    val_path: str = ""
-    """A separate validation file (never cut by `limit`, never trained on)."""
-    val_fraction: float = 0.0
-    """Fraction of the rows held out for validation (seeded) when no val_path is given."""
-    val_max_samples: int = 256
-    """At most this many validation rows from val_fraction."""
-    max_length: int = 2048
-    """Longest sample in tokens; longer ones follow `overlong`."""
-    overlong: Overlong = Overlong.truncate
-    """What happens to samples longer than max_length: truncate, drop, or split into pieces."""
-    train_on: TrainOn = TrainOn.assistant
-    """Which tokens are trained: assistant turns, all tokens, or the last assistant turn."""
-    limit: int = 0
-    """Keep only the first N rows of `path` (0 = all); validation rows are not counted."""
-    num_proc: int = 1
-    """Processes for tokenization."""
-    max_bad_fraction: float = 0.0
-    """Fraction of bad rows skipped (and counted) before the run stops at the first one."""
-    system_prompt: str | None = None
-    """A system message prepended to every conversation that has none."""
-    demo_size: int = 3000
-    """Rows of the built-in demo data (path="")."""
-    builder: str = ""
-    """"module:function" returning rows with "messages" (e.g. the NER conversions)."""
-    builder_args: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the builder."""
-
-    def __post_init__(self) -> None:
-        _check(self.max_length > 1, f"data.max_length must be > 1, got {self.max_length}")
         _check(
-            0.0 <= self.val_fraction < 1.0,
-            f"data.val_fraction must be in [0, 1), got {self.val_fraction}",
-        )
-        _check(
-            0.0 <= self.max_bad_fraction <= 1.0,
-            f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
-        )
-        _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
-        _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
-        _check(
-            not (self.name == "demo" and self.path),
-            f"data.path={self.path} with data=demo would keep the demo's settings (format, "
-            "max_bad_fraction, val_fraction, max_length): use data=file data.path=...",
-        )
-        _check(
-            not (self.name == "file" and not self.path and not self.builder),
-            "data=file needs data.path=FILE (a .jsonl/.json/.parquet file, a folder or a hub id)",
+            self.tiny_vocab_size == 0
+            or (self.name_or_path == "tiny" and self.tiny_vocab_size >= 259),
+            "model.tiny_vocab_size applies to model=tiny only and must be 0 or >= 259",
         )
 
 
@@ -237,6 +182,21 @@ ZERO_MEANS = {
 
 
 @dataclass
+class LossConfig:
+    """How the cross-entropy over the supervised positions is computed (sft/loss.py)."""
+
+    impl: LossImpl = LossImpl.auto
+    """auto (chunked when the vocabulary has >= 32,768 tokens, else full), full ([N, V] logits of
+    the N targets at once), chunked (the head and loss chunk_tokens targets at a time: peak loss
+    memory independent of N), liger (liger-kernel's fused kernel; CUDA, where installed)."""
+    chunk_tokens: int = 512
+    """Targets per chunk of the chunked loss (its memory is ~ chunk_tokens x vocab x 8 bytes)."""
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_tokens >= 1, f"loss.chunk_tokens must be >= 1, got {self.chunk_tokens}")
+
+
+@dataclass
 class TrainConfig:
     """The loop: how long, how big a step, how the loss is normalised, when to log/eval/save."""
 
@@ -270,6 +230,9 @@ class TrainConfig:
     allow_config_change: bool = False
     """Resume although training values changed since the checkpoint (lr, schedule, data, ...);
     without it such a resume is refused, naming the keys. The changes go to summary.json."""
+    memory_check: bool = True
+    """Refuse to start (one line, with overrides that fit) when sft-plan's estimate of the peak
+    memory exceeds the free memory of the GPU / machine; false starts anyway."""
     max_bad_steps: int = 3
     """Non-finite steps in a row (each skipped) before the run stops with exit code 3."""
     progress: bool = True
@@ -328,6 +291,7 @@ class JobConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
         if not hasattr(self.collator, "build"):  # built without composition (should not happen)

@@ -23,14 +23,11 @@ from sft.plan_memory import (
     GIB,
     MemorySetup,
     ModelShape,
-    activation_memory,
-    bytes_per_param,
     epoch_estimate,
-    logits_memory,
     resolve_shape,
-    state_memory,
     train_flops,
 )
+from sft.plan_tables import fit_table, memory_table, parse_budget
 
 # ----------------------------------------------------------------------------------- CLI
 ENGINE_OF_DISTRIBUTED = {
@@ -69,82 +66,6 @@ def _duration(hours: float) -> str:
     if hours < 1 / 60:
         return f"{hours * 3600:.0f} s"
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:,.1f} h"
-
-
-def memory_table(
-    shape: ModelShape,
-    setup: MemorySetup,
-    dtype: str,
-    micro_batch_size: int,
-    longest: int,
-    choices: list,
-    supervised_fraction: float,
-    mine: tuple[int, bool],
-    gpu_memory_gib: float,
-    gpus_per_node: int,
-    loss_impl: str = "full",
-    chunk_tokens: int = 512,
-):
-    """The rich table of memory per GPU for padding/packing x gradient checkpointing off/on.
-
-    `choices` are the (padding, packing) batchings to compare (sft.batching.padding_and_packing);
-    `mine` = (index of this config's choice, its gradient checkpointing)."""
-    from rich.table import Table
-
-    state = state_memory(shape, setup)
-    names = [b.describe()["collator"] for b in choices]
-    shapes = [b.memory_rows(micro_batch_size, longest) for b in choices]
-    cols = [(k, gc) for k in range(len(choices)) for gc in (False, True)]
-    table = Table(
-        title="Memory per GPU (GiB)",
-        caption=f"* = this config; (over) = more than {gpu_memory_gib:g} GiB "
-        "(--gpu-memory-gib); not counted: CUDA context, allocator slack, comm buffers",
-    )
-    table.add_column("component")
-    table.add_column("B/param", justify="right")
-    for k, gc in cols:
-        rows, length = shapes[k]
-        table.add_column(
-            f"{'*' if (k, gc) == mine else ''}{names[k]} {rows}x{length}\nGC {'on' if gc else 'off'}",
-            justify="right",
-        )
-    wb, gb, ob = bytes_per_param(setup.engine, setup.dtype)
-    on_cpu = {
-        "weights": setup.offload_params,
-        "gradients": setup.offload_optimizer,
-        "optimizer states": setup.offload_optimizer,
-    }
-    for label, value, per in (
-        ("weights", state.weights, wb),
-        ("gradients", state.grads, gb),
-        ("optimizer states", state.optimizer, ob),
-        ("gathered unit (ZeRO-3)", state.gathered, ""),
-    ):
-        table.add_row(
-            label + (" (on CPU)" if on_cpu.get(label) else ""), str(per), *[_gib(value)] * len(cols)
-        )
-    acts = [activation_memory(shape, *shapes[k], dtype, gc) for k, gc in cols]
-    logits = [
-        logits_memory(shape, *shapes[k], dtype, supervised_fraction, loss_impl, chunk_tokens)
-        for k, _ in cols
-    ]
-    table.add_row("activations", "", *map(_gib, acts))
-    table.add_row(
-        f"loss {loss_impl} ({supervised_fraction:.0%} supervised)", "", *map(_gib, logits)
-    )
-    totals = [state.gpu_total + a + lg for a, lg in zip(acts, logits)]
-    table.add_row(
-        "[bold]total GPU[/]",
-        "",
-        *[(f"[red]{_gib(x)} (over)[/]" if x > gpu_memory_gib * GIB else _gib(x)) for x in totals],
-    )
-    if state.cpu:
-        table.add_row(
-            f"CPU RAM per GPU (x{gpus_per_node}/node)",
-            "",
-            *[f"{_gib(state.cpu)} ({_gib(state.cpu * gpus_per_node)})"] * len(cols),
-        )
-    return table
 
 
 def steps_table(
@@ -209,55 +130,6 @@ def steps_table(
             f"{est.efficiency:.1%}",
             _duration(hours),
             f"{est.dropped:,}",
-        )
-    return table
-
-
-def parse_budget(text: str) -> float:
-    """Bytes of "24GiB", "80GB", "512MiB" or a plain number of GiB."""
-    units = {"gib": GIB, "gb": 1e9, "mib": 2**20, "mb": 1e6, "": GIB}
-    t = text.strip().lower().replace(" ", "")
-    number = t.rstrip("abgimk")
-    try:
-        return float(number) * units[t[len(number) :]]
-    except (KeyError, ValueError):
-        raise UserError(f"--fit {text!r}: give a size like 24GiB, 80GB or 40 (GiB)") from None
-
-
-def fit_table(
-    shape, setup, batching, longest, supervised_fraction, t, checkpointing, impl, chunk, budget
-):
-    """The settings that fit `budget` per GPU, fewest changes first (sft/memory_check.py)."""
-    from rich.table import Table
-
-    from sft.memory_check import fitting_options
-
-    base, fits = fitting_options(
-        shape,
-        setup,
-        rows_of=lambda mbs: batching.memory_rows(mbs, longest),
-        micro_batch_size=t.micro_batch_size,
-        grad_accum=t.grad_accum,
-        checkpointing=checkpointing,
-        loss_impl=impl,
-        chunk_tokens=chunk,
-        supervised_fraction=supervised_fraction,
-        budget=budget,
-    )
-    table = Table(
-        title=f"Settings that fit {budget / GIB:.1f} GiB per GPU (this config: "
-        f"{base.bytes / GIB:.1f} GiB)",
-        caption="none fits: fewer tokens per row, more GPUs or offload" if not fits else None,
-    )
-    for col in ("overrides", "micro-batch x accum", "checkpointing", "loss", "GiB"):
-        table.add_column(col, justify="left" if col == "overrides" else "right")
-    for o in fits[:8]:
-        table.add_row(
-            o.overrides(base) or "(as configured)",
-            f"{o.micro_batch_size} x {o.grad_accum}",
-            "on" if o.checkpointing else "off",
-            o.loss_impl,
-            f"{o.bytes / GIB:.1f}",
         )
     return table
 
@@ -432,14 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.loss.chunk_tokens,
         )
     )
-    if ns.fit:
-        con.print(
-            fit_table(
-                shape, setup, own, longest, sup_frac, t, m.gradient_checkpointing,
-                resolve_impl(cfg.loss.impl, shape.vocab_size), cfg.loss.chunk_tokens,
-                parse_budget(ns.fit),
-            )
-        )  # fmt: skip
+    if ns.fit:  # what fits a memory budget (sft/plan_fit.py)
+        impl = resolve_impl(cfg.loss.impl, shape.vocab_size)
+        fit = (shape, setup, own, longest, sup_frac, t, m.gradient_checkpointing, impl)
+        con.print(fit_table(*fit, cfg.loss.chunk_tokens, parse_budget(ns.fit)))
     if data is None:
         con.print("steps per epoch: skipped (--no-data)")
         return 0

@@ -69,6 +69,14 @@ def peak_memory_mb(cuda: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def preempted_line(step: int, code: int, interrupted: bool) -> str:
+    """What a run stopped by a signal prints once its checkpoint is saved."""
+    return (
+        f"[sft] {'interrupted' if interrupted else 'pre-empted'}: checkpoint step-{step} saved; "
+        f"exit {code} (rerun the same command, with the same run_dir, to resume)"
+    )
+
+
 def closing_line(summary: dict, run_dir: Path) -> str:
     """The run's last line: where it is, how far it got, its losses and wall time."""
     loss, ev = summary.get("final_loss"), summary.get("final_eval_loss")

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import send_to_device
 
 from sft import checkpoint as ckpt
 from sft import run_dir, trackers
@@ -34,10 +35,11 @@ from sft.engine import close_distributed, setup_engine
 from sft.epochs import Epochs
 from sft.evaluation import validation_loss
 from sft.hooks import StepHooks
-from sft.loss import count_units, micro_batch_loss
+from sft.loss import count_units, loss_functions
+from sft.memory_check import check_run_memory
 from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
-from sft.run_log import RunLog, StepCounts, StepResult, peak_memory_mb
+from sft.run_log import RunLog, StepCounts, StepResult, peak_memory_mb, preempted_line
 from sft.stop import EXIT_INTERRUPTED, StopRequest
 
 log = logging.getLogger("sft")
@@ -78,9 +80,13 @@ class Recipe:
         self.model = build_model(
             m, engine=eng, attn=self.attn, vocab_size=len(self.tokenizer), seed=cfg.seed
         )
+        self.loss_impl, self.loss, self.eval_loss = loss_functions(  # train, and validation's
+            cfg.loss.impl, cfg.loss.chunk_tokens, t.loss_normalization, self.model, eng.cuda
+        )
         with self.acc.main_process_first():
             self.data = prepare_data(self.tokenizer, d, cfg.seed, progress=eng.main)
         self.collate = self.batching.collator(self.tokenizer.pad_token_id, self.attn)
+        check_run_memory(cfg, eng, self.batching, self.data, self.loss_impl)  # or refuse now
         self.epochs = Epochs(
             self.batching,
             self.data.train,
@@ -198,7 +204,9 @@ class Recipe:
             acc.sync_gradients = last
             with contextlib.nullcontext() if last else acc.no_sync(self.model), acc.autocast():
                 self.hooks.micro_batch(n, self.rank)
-                unit_sum, _ = micro_batch_loss(self.model, self._to_device(batch), norm)
+                unit_sum, _ = self.loss(
+                    self.model, send_to_device(batch, acc.device, non_blocking=True)
+                )
                 unit_sum = self.hooks.loss(n, self.rank, unit_sum)
                 acc.backward(unit_sum * scale)
             loss_local += unit_sum.detach().double()
@@ -232,12 +240,6 @@ class Recipe:
             pieces=[[int(p) for p in m.piece_ids] for _, m in mbs],
         )
 
-    def _to_device(self, batch: dict) -> dict:
-        dev = self.acc.device
-        return {
-            k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-        }
-
     def _sample_ids(self, step_plan, ranks: list[int]) -> list[str]:
         """Where the samples of the given ranks in one step come from (file:line)."""
         pieces = sorted({p for r in ranks for mb in step_plan[r] for row in mb for _, _, p in row})
@@ -247,12 +249,7 @@ class Recipe:
         self.save()
         code = EXIT_INTERRUPTED if self.stop.interrupted else EXIT_PREEMPTED
         if self.engine.main:
-            print(
-                f"[sft] {'interrupted' if self.stop.interrupted else 'pre-empted'}: checkpoint "
-                f"step-{self.step} saved; exit {code} (rerun the same command, with the same "
-                "run_dir, to resume)",
-                flush=True,
-            )
+            print(preempted_line(self.step, code, self.stop.interrupted), flush=True)
         return code
 
     def evaluate(self) -> float | None:
@@ -266,6 +263,7 @@ class Recipe:
             self.data.tokens,
             micro_batch_size=self.cfg.train.eval_micro_batch_size,
             engine=self.engine,
+            loss=self.eval_loss,
         )
         self.log.eval(self.step, value, n)
         return value
@@ -334,6 +332,7 @@ class Recipe:
             "batching": b,
             "model": c.model.name_or_path,
             "attn_implementation": self.attn,
+            "loss_impl": self.loss_impl,
             "steps": self.step,
             "epochs": round(self.step / max(len(plan0), 1), 4),
             "steps_per_epoch": len(plan0),

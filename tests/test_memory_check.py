@@ -18,8 +18,9 @@ import pytest
 
 from sft.errors import UserError
 from sft.memory_check import check_memory, fitting_options
-from sft.plan_cli import parse_budget, setup_from_config
+from sft.plan_cli import setup_from_config
 from sft.plan_memory import GIB, resolve_shape
+from sft.plan_tables import parse_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = resolve_shape("SmolLM2-135M")

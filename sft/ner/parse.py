@@ -31,9 +31,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from sft.ner.bio import Span
+from sft.ner.marks import Lexed as _Lexed
+from sft.ner.marks import lex as _lex
 
 MIN_BLOCK = 3
-_BRACKETS = {"(": ")", "[": "]", "<": ">"}
 
 
 @dataclass
@@ -97,90 +98,6 @@ def _coverage(line: str, src: list[str]) -> int:
     gen = [c for c in line.lower().replace("@@", "").replace("##", "") if not c.isspace()]
     matcher = difflib.SequenceMatcher(None, gen, src, autojunk=False)
     return sum(size for _, _, size in matcher.get_matching_blocks() if size >= MIN_BLOCK)
-
-
-@dataclass
-class _Lexed:
-    chars: list[str]  # lowercased non-space characters
-    word_of: list[int]  # index of the word (text between spaces or markers) of each character
-    events: list[tuple[str, int, str | None]]  # ("open"|"close", pos, label)
-
-
-def _lex(line: str, labels: list[str] | None) -> _Lexed:
-    chars: list[str] = []
-    word_of: list[int] = []
-    events: list[tuple[str, int, str | None]] = []
-    word = 0
-    # Longest labels first so "cell_line" wins over a hypothetical "cell".
-    by_len = sorted(labels or [], key=len, reverse=True)
-    i, n = 0, len(line)
-    while i < n:
-        c = line[i]
-        if c.isspace():
-            word += 1
-            i += 1
-            continue
-        if c in "@#":
-            j = i
-            while j < n and line[j] == c:
-                j += 1
-            run = j - i
-            # Markers also separate words: "@@EU##rejects" holds the words EU and rejects.
-            if c == "@":  # opens first, then an odd '@' belongs to the word (e.g. "@user")
-                word += run >= 2
-                events += [("open", len(chars), None)] * (run // 2)
-                if run % 2:
-                    chars.append("@")
-                    word_of.append(word)
-            else:  # an odd '#' belongs to the word (e.g. "C#"), then the closes
-                if run % 2:
-                    chars.append("#")
-                    word_of.append(word)
-                closes = run // 2
-                word += closes > 0
-                label = None
-                if closes and labels is not None:
-                    label, j = _match_label(line, j, by_len)
-                for k in range(closes):
-                    events.append(("close", len(chars), label if k == closes - 1 else None))
-            i = j
-            continue
-        chars.append(c.lower())
-        word_of.append(word)
-        i += 1
-    return _Lexed(chars, word_of, events)
-
-
-def _match_label(line: str, j: int, labels_by_len: list[str]) -> tuple[str | None, int]:
-    """The label closing an entity at `line[j:]` and the index after it: glued (`##ORG`, any
-    case), bracketed after optional spaces (`##(ORG)`, `## [org]`), or a bare word after spaces
-    spelled exactly as the label (`## ORG`; `## per` stays a word of the sentence)."""
-    lab, end = _label_at(line, j, labels_by_len, exact=False)
-    if lab is not None:
-        return lab, end
-    k = j
-    while k < len(line) and line[k] in " \t":
-        k += 1
-    if k < len(line) and line[k] in _BRACKETS:
-        lab, end = _label_at(line, k + 1, labels_by_len, exact=False)
-        if lab is not None and line.startswith(_BRACKETS[line[k]], end):
-            return lab, end + 1
-    if k > j:
-        lab, end = _label_at(line, k, labels_by_len, exact=True)
-        if lab is not None:
-            return lab, end
-    return None, j
-
-
-def _label_at(line: str, j: int, labels_by_len: list[str], exact: bool) -> tuple[str | None, int]:
-    text = line if exact else line.lower()
-    for lab in labels_by_len:
-        end = j + len(lab)
-        if text.startswith(lab if exact else lab.lower(), j) and (
-            end == len(line) or not line[end].isalnum()
-        ):
-            return lab, end
-    return None, j
 
 
 @dataclass
