@@ -1,13 +1,23 @@
-"""`sft-ner`: score span files, run in-context GPT-NER, evaluate a fine-tuned run on NER.
+"""`sft-ner`: score span files, run in-context GPT-NER, evaluate a fine-tuned run on NER, and
+tabulate runs.
 
     sft-ner score --gold G.jsonl --pred P.jsonl
     sft-ner prompt --data conll2003 --split test --n 100 --k 8 --retrieval sentence --verify \\
         --model PATH_OR_smollm2 | --base-url URL --out DIR   [--config configs/ner/....yaml]
-    sft-ner evaluate --run-dir RUN_DIR [--split dev|test] [--limit N] [--data wnut17]
+        [--pool-size N --pool-seed S]
+    sft-ner evaluate --run-dir RUN_DIR [--split dev|test] [--n 100 --seed 0 | --limit N]
+    sft-ner table RUN_DIR... --out DIR
+
+`prompt --n K --seed S` and `evaluate --n K --seed S` label the same seeded test sample, and
+`prompt --pool-size N --pool-seed S` draws demos from the same N training sentences that
+`sft-train data=ner_conll2003 data.builder_args.pool_size=N data.builder_args.pool_seed=S`
+trains on (`sft.ner.pool`); both record the subsets' digests in their metrics, and `table`
+(`sft.ner.table`) says when runs it puts side by side do not share them.
 
 Invariant: a user mistake (bad flag, missing file, mismatched files) prints one `error: ...`
-line on stderr and exits with code 2; results go to stdout as JSON (`score`) or to files
-(`prompt`, `evaluate`); progress goes to stderr. `prompt` and `evaluate` append each finished
+line on stderr and exits with code 2; results go to stdout as JSON (`score`), to files
+(`prompt`, `evaluate`), or both (`table`: markdown on stdout, the files under --out); progress
+goes to stderr. `prompt` and `evaluate` append each finished
 sentence to the predictions file as it completes and every generation to the generation cache,
 so rerunning the same command resumes with nothing asked twice (`sft.ner.store`).
 """
@@ -17,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -27,6 +36,7 @@ import yaml
 from sft.errors import UserError, exit_on_user_error
 from sft.ner.datasets import SPLITS, data_root, dataset_file, infer_dataset
 from sft.ner.entity_types import load_types
+from sft.ner.pool import digest, pool_indices, sample_indices
 from sft.ner.readers import Sentence, read_sentences, read_spans_jsonl
 from sft.ner.score import score_spans
 
@@ -56,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo pool file (default: the dataset's pool split; with a "
         "--data file, that same file minus the query)",
     )
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        help="demos from a seeded subset of this many pool sentences (the low-resource setting; "
+        "sft-train data.builder_args.pool_size=N trains on the same ones)",
+    )
+    p.add_argument("--pool-seed", type=int, default=0, help="seed of the --pool-size subset")
     p.add_argument("--n", type=int, default=100, help="sentences to label (0 = all)")
     p.add_argument("--sample", choices=["random", "first"], default="random")
     p.add_argument("--seed", type=int, default=0)
@@ -122,13 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a fine-tuned run (RUN_DIR/final) on its NER dataset")
     e.add_argument("--run-dir", required=True)
     e.add_argument("--split", default="dev")
-    e.add_argument("--limit", type=int, help="first N sentences only")
+    e.add_argument("--limit", type=int, help="first N sentences only (as --n N --sample first)")
+    e.add_argument("--n", type=int, default=0, help="sentences to label (0 = all)")
+    e.add_argument("--sample", choices=["random", "first"], default="random")
+    e.add_argument(
+        "--seed", type=int, default=0, help="seed of the --n sample (as sft-ner prompt's --seed)"
+    )
     e.add_argument("--data", help="dataset name, overriding the run's config")
     e.add_argument("--file", help="data file to score on, overriding --data/--split")
     e.add_argument("--mode", choices=["per_type", "all_types"], help="overrides the run's config")
     e.add_argument("--verify", action="store_true")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--threads", type=int)
+
+    t = sub.add_parser(
+        "table", help="a paper-style P/R/F1 table and an F1-against-N plot of prompt/evaluate runs"
+    )
+    t.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="an `sft-ner prompt --out` dir (metrics.json) or an sft-train run dir scored by "
+        "`sft-ner evaluate` (eval/ner_SPLIT.json)",
+    )
+    t.add_argument("--split", default="test", help="which eval/ner_SPLIT.json of a trained run")
+    t.add_argument("--out", help="folder for table.md, table.csv, table.json and f1_vs_n.png")
+    t.add_argument("--title", default="", help="a title line above the markdown table")
     parser.prompt_parser = p  # for --config defaults
     return parser
 
@@ -139,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "prompt" and args.config:
         args = _with_config(parser, argv if argv is not None else sys.argv[1:], args.config)
-    handler = {"score": cmd_score, "prompt": cmd_prompt, "evaluate": cmd_evaluate}[args.command]
+    handler = {
+        "score": cmd_score,
+        "prompt": cmd_prompt,
+        "evaluate": cmd_evaluate,
+        "table": cmd_table,
+    }[args.command]
     handler(args)
     return 0
 
@@ -196,12 +237,7 @@ def _resolve_data(data: str, split: str) -> tuple[str, Path]:
 
 
 def _pick(sentences: list[Sentence], n: int, sample: str, seed: int) -> list[int]:
-    idx = list(range(len(sentences)))
-    if n <= 0 or n >= len(idx):
-        return idx
-    if sample == "first":
-        return idx[:n]
-    return sorted(random.Random(seed).sample(idx, n))
+    return sample_indices(len(sentences), n, sample, seed)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -245,6 +281,11 @@ def cmd_prompt(args: argparse.Namespace) -> None:
     if args.k < 0 or args.verify_k < 0:
         raise UserError("--k and --verify-k must be >= 0")
     entity_verify = args.verify and args.verify_k > 0 and args.verify_demos == "entity"
+    if args.pool_size is not None and not (args.k > 0 or entity_verify):
+        raise UserError(
+            f"--pool-size {args.pool_size} with --k 0 draws nothing from the pool: use --k > 0 "
+            "(or --verify-demos entity with --verify-k > 0)"
+        )
     if args.verify and args.verify_k > 0 and args.k == 0 and not entity_verify:
         raise UserError(
             "--verify-k > 0 with --k 0 has no demos to draw from: use --k > 0, or "
@@ -259,6 +300,7 @@ def cmd_prompt(args: argparse.Namespace) -> None:
 
     pool: list[Sentence] = []
     retriever, same = None, False
+    pool_record: dict | None = None
     if args.k > 0 or entity_verify:
         if args.pool:
             pool_file = Path(args.pool)
@@ -269,6 +311,17 @@ def cmd_prompt(args: argparse.Namespace) -> None:
             pool_file = Path(eval_file)
         pool = read_sentences(pool_file)
         same = pool_file.resolve() == Path(eval_file).resolve()
+        kept = pool_indices(len(pool), args.pool_size, args.pool_seed)
+        if args.pool_size is not None:
+            _say(f"--pool-size {args.pool_size} (seed {args.pool_seed}) of {len(pool)} sentences")
+            pool = [pool[i] for i in kept]
+        pool_record = {
+            "file": str(pool_file),
+            "size": args.pool_size,
+            "seed": args.pool_seed,
+            "sentences": len(pool),
+            "digest": digest(pool),
+        }
         _say(f"demo pool: {pool_file} ({len(pool)} sentences){' minus the query' if same else ''}")
         if args.k == 0:
             pass  # the pool only serves the per-entity verification demos
@@ -336,6 +389,7 @@ def cmd_prompt(args: argparse.Namespace) -> None:
         {"dataset": dataset, "file": str(eval_file), **settings},
         gen_cache=args.gen_cache,
         fresh=args.fresh,
+        extra={"approach": "in-context", "pool": pool_record},
     )
 
 
@@ -392,9 +446,11 @@ def _run_and_write(
     settings: dict,
     gen_cache: str | None = None,
     fresh: bool = False,
+    extra: dict | None = None,
 ) -> dict:
     """Label the sentences not yet in OUT's log (appending each as it finishes), then write the
-    whole log in the run's order and the metrics over every sentence, resumed ones included."""
+    whole log in the run's order and the metrics over every sentence, resumed ones included.
+    `extra` goes into the metrics as is, beside `test_sample` (the labeled sentences' digest)."""
     from sft.ner.pipeline import NERStats, SentenceOutcome, run_gpt_ner
     from sft.ner.store import (
         CachedBackend,
@@ -478,6 +534,12 @@ def _run_and_write(
                 "cache": str(cache_path),
             },
             "usage": usage,
+            "test_sample": {
+                "file": settings.get("file"),
+                "n": len(picked),
+                "digest": digest(sentences),
+            },
+            **(extra or {}),
             "settings": settings,
         }
     )
@@ -505,6 +567,55 @@ def _read_run_config(run_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _trained_pool(data_cfg: dict) -> dict | None:
+    """The training sentences of an `sft.ner.sft_data` run (its builder args over its data file),
+    as `prompt` records its demo pool; None when the file is not there to count."""
+    builder_args = data_cfg.get("builder_args") or {}
+    path = data_cfg.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    size, seed = builder_args.get("pool_size"), int(builder_args.get("pool_seed") or 0)
+    sentences = read_sentences(path)
+    kept = pool_indices(len(sentences), size, seed)
+    if builder_args.get("limit"):
+        kept = kept[: int(builder_args["limit"])]
+    return {
+        "file": str(path),
+        "size": size,
+        "seed": seed,
+        "sentences": len(kept),
+        "digest": digest([sentences[i] for i in kept]),
+    }
+
+
+def _train_summary(run_dir: Path) -> dict:
+    """Model and batching of a trained run, from its config.yaml (for `sft-ner table`)."""
+    path = run_dir / "config.yaml"
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    collator = cfg.get("collator") if isinstance(cfg.get("collator"), dict) else {}
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    return {
+        "model": model.get("name_or_path") or model.get("name"),
+        "collator": collator.get("name") or collator.get("_name"),
+        "epochs": train.get("epochs"),
+        "max_steps": train.get("max_steps"),
+    }
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from sft.ner.table import load_rows, write_outputs
+
+    rows, notes = load_rows([Path(r) for r in args.runs], split=args.split)
+    for note in notes:
+        _say(note)
+    markdown = write_outputs(rows, notes, Path(args.out) if args.out else None, args.title)
+    print(markdown, end="")
+    if args.out:
+        _say(f"wrote table.md, table.csv, table.json and f1_vs_n.png to {args.out}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sft.ner.backends import HFBackend
 
@@ -527,8 +638,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     eval_file = Path(args.file) if args.file else dataset_file(dataset, args.split)
     split = args.split if not args.file else Path(args.file).stem
     all_eval = read_sentences(eval_file)
-    picked = list(range(len(all_eval)))[: args.limit] if args.limit else list(range(len(all_eval)))
+    if args.limit:
+        picked = sample_indices(len(all_eval), args.limit, "first")
+    else:
+        picked = sample_indices(len(all_eval), args.n, args.sample, args.seed)
     sentences = [all_eval[i] for i in picked]
+    trained_on = _trained_pool(data_cfg)
     _set_threads(args.threads)
     backend = HFBackend.from_pretrained(str(model_dir), batch_size=args.batch_size)
     _say(f"evaluating {model_dir} on {len(sentences)} {dataset} {split} sentences ({mode})")
@@ -539,6 +654,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         "mode": mode,
         "model": str(model_dir),
         "limit": args.limit,
+        "n": args.n,
+        "sample": args.sample,
+        "seed": args.seed,
         "verify": args.verify,
         "data_root": str(data_root()),
     }
@@ -553,6 +671,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         f"ner_{split}_",
         {"k": 0, "mode": mode, "verify": args.verify},
         settings,
+        extra={"approach": "fine-tuned", "pool": trained_on, "train": _train_summary(run_dir)},
     )
     summary = run_dir / "eval" / f"ner_{split}.json"
     os.replace(run_dir / "eval" / f"ner_{split}_metrics.json", summary)

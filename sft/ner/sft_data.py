@@ -7,8 +7,13 @@ user turn lists every type (`prompts.all_types_prompt`), the assistant turn mark
 `@@entity##LABEL`. The prompts are exactly those `sft.ner.pipeline.run_gpt_ner` sends with k=0,
 so a model trained on these rows is evaluated on the same prompt (`sft-ner evaluate`).
 
+`pool_size=N` (with `pool_seed`) keeps the seeded N-sentence subset of `sft.ner.pool`, the very
+sentences `sft-ner prompt --pool-size N --pool-seed S` draws its demos from (the low-resource
+comparison): `sft-train data=ner_conll2003 data.builder_args.pool_size=N`.
+
 Invariant: each assistant turn parses back (`parse_marked` / `parse_typed`) to exactly the gold
-spans of its sentence (and type); ids are unique: `<dataset>-<sentence index>[-<label>]`.
+spans of its sentence (and type); ids are unique: `<dataset>-<sentence index>[-<label>]`, the
+index being the sentence's place in the file (also under `pool_size`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from sft.errors import UserError
 from sft.ner.datasets import infer_dataset
 from sft.ner.entity_types import DEFAULT_TYPES, load_types
+from sft.ner.pool import pool_indices
 from sft.ner.prompts import all_types_prompt, mark, mark_typed, ner_prompt
 from sft.ner.readers import read_sentences
 
@@ -28,11 +34,14 @@ def build_conversations(
     mode: str = "per_type",
     types_file: str | None = None,
     limit: int | None = None,
+    pool_size: int | None = None,
+    pool_seed: int = 0,
 ) -> list[dict]:
     """Rows `{"id", "messages": [user prompt, assistant marked sentence]}` from an NER file.
 
     `dataset="auto"` reads the dataset name from the path (conll2003, wnut17 or genia); `limit`
-    keeps the first `limit` sentences (so `per_type` gives `limit * n_types` rows).
+    keeps the first `limit` sentences (so `per_type` gives `limit * n_types` rows); `pool_size`
+    keeps the seeded subset `sft.ner.pool.pool_indices(len(file), pool_size, pool_seed)` instead.
     """
     if mode not in MODES:
         raise UserError(f"NER builder mode={mode!r}: choose one of {list(MODES)}")
@@ -41,12 +50,16 @@ def build_conversations(
     if dataset == "auto":
         dataset = infer_dataset(path) if types_file is None or _known_in_path(path) else "custom"
     types = load_types(dataset, types_file)
+    if limit is not None and pool_size is not None:
+        raise UserError("NER builder: pass limit or pool_size, not both")
     sentences = read_sentences(path)
+    keep = pool_indices(len(sentences), pool_size, pool_seed)
     if limit is not None:
-        sentences = sentences[:limit]
+        keep = keep[:limit]
     labels = {t.label for t in types}
     rows: list[dict] = []
-    for i, sent in enumerate(sentences):
+    for i in keep:
+        sent = sentences[i]
         unknown = {e[2] for e in sent.entities} - labels
         if unknown:
             raise UserError(

@@ -31,7 +31,15 @@ def wnut_like(tmp_path):
 
 def test_signature_the_data_pipeline_relies_on():
     sig = inspect.signature(build_conversations)
-    assert list(sig.parameters) == ["path", "dataset", "mode", "types_file", "limit"]
+    assert list(sig.parameters) == [
+        "path",
+        "dataset",
+        "mode",
+        "types_file",
+        "limit",
+        "pool_size",
+        "pool_seed",
+    ]
     assert (
         sig.parameters["dataset"].default == "auto" and sig.parameters["mode"].default == "per_type"
     )
