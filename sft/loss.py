@@ -229,7 +229,10 @@ def micro_batch_loss(
         if len(found) != 1:
             raise RuntimeError(f"loss.impl={impl}: the output head ran {len(found)} times, not 1")
         total, losses = found[0]
-        return total, losses.sum().detach()
+        # The head's own (empty) output joins the graph: the weight's gradient then reaches it
+        # through the head's backward as well, where ZeRO-3 gathers the weight (its hooks sit on
+        # the head's outputs), instead of arriving while the weight is partitioned.
+        return total + out.logits.float().sum(), losses.sum().detach()
     logits = out.logits.float()
     if found:  # [1, N, V]: one row per target
         losses = F.cross_entropy(logits[0], labels, reduction="none")
