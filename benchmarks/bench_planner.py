@@ -1,7 +1,7 @@
 """Time the pack planner (`sft.data.packing.pack`) against TRL's `pack_dataset(strategy="bfd")`.
 
     python benchmarks/bench_planner.py [--n 1200000] [--capacity 4096] [--repeat 3] \
-        [--json benchmarks/results/planner.json]
+        [--groups 9] [--json benchmarks/results/planner.json]
 
 Lengths: `n` draws of round(lognormal(6.04, 1.0)) clipped to [1, capacity] (mean about 670
 tokens at capacity 4096), seeded. Each of our strategies is timed on those lengths (best of
@@ -10,6 +10,12 @@ those lengths, timing only the `pack_dataset` call. TRL truncates samples longer
 `seq_length`; the lengths are clipped to capacity, so both sides see the same samples, and the
 "dropped" column counts what each side lost anyway. TRL packs inside `datasets.map` batches
 (1,000 rows unless `--trl-map-batch-size` says otherwise); our planner sees the whole dataset.
+
+Grouped packing (`collator.group_by`, sft/data/grouping.py): bfd under group_mode=together and
+apart, with `--groups` seeded group ids of skewed sizes (group k drawn in proportion to
+1/(k+1), like FLAN-CoT's sources), timed interleaved with plain bfd (best of `--repeat` each);
+"vs bfd" is its time over plain bfd's (the target: within 2x), "mixed" the share of packs of
+several samples that hold more than one group.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ try:
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sft.data.grouping import GroupMode, group_stats, pack_grouped
 from sft.data.packing import STRATEGIES, pack, pack_stats
 
 
@@ -56,6 +63,59 @@ def time_ours(lengths: np.ndarray, capacity: int, strategy: str, repeat: int) ->
         "lower_bound": stats.lower_bound,
         "tokens_dropped": int(lengths.sum()) - stats.total_tokens,
     }
+
+
+def make_groups(n: int, n_groups: int, seed: int) -> np.ndarray:
+    """Seeded group ids, group k drawn in proportion to 1 / (k + 1)."""
+    p = 1.0 / np.arange(1, n_groups + 1)
+    return np.random.default_rng(seed + 1).choice(n_groups, n, p=p / p.sum())
+
+
+def time_grouped(lengths: np.ndarray, groups: np.ndarray, capacity: int, repeat: int) -> list:
+    """bfd together / apart against plain bfd, timed in turn so load changes hit all three."""
+    best = {"plain": float("inf"), **{m: float("inf") for m in GroupMode.values()}}
+    packs = {}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        packs["plain"] = pack(lengths, capacity, "bfd")
+        best["plain"] = min(best["plain"], time.perf_counter() - start)
+        for mode in GroupMode.values():
+            start = time.perf_counter()
+            packs[mode] = pack_grouped(lengths, groups, capacity, "bfd", mode)
+            best[mode] = min(best[mode], time.perf_counter() - start)
+    rows = []
+    for name in ("plain", *GroupMode.values()):
+        placed = np.concatenate(packs[name])
+        assert np.array_equal(np.sort(placed), np.arange(len(lengths))), "a sample was lost"
+        assert max(int(lengths[p].sum()) for p in packs[name]) <= capacity, "a pack overflows"
+        stats = pack_stats(lengths, packs[name], capacity)
+        mixing = group_stats(packs[name], groups)
+        rows.append(
+            {
+                "planner": "sft bfd" + ("" if name == "plain" else f", group_mode={name}"),
+                "seconds": best[name],
+                "vs_bfd": best[name] / best["plain"],
+                "packs": stats.n_packs,
+                "efficiency": stats.efficiency,
+                "lower_bound": stats.lower_bound,
+                "tokens_dropped": int(lengths.sum()) - stats.total_tokens,
+                "mixed_fraction": mixing.mixed_fraction,
+                "groups_per_pack": mixing.groups_per_pack,
+            }
+        )
+    return rows
+
+
+def print_grouped(rows: list[dict], n_groups: int) -> None:
+    print(f"\ngrouped packing, {n_groups} groups (sizes ~ 1/(k+1)):")
+    print(
+        f"{'planner':<30} {'seconds':>8} {'vs bfd':>7} {'packs':>9} {'efficiency':>10} {'mixed':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['planner']:<30} {r['seconds']:>8.3f} {r['vs_bfd']:>6.2f}x {r['packs']:>9,} "
+            f"{r['efficiency']:>10.5f} {r['mixed_fraction']:>7.2%}"
+        )
 
 
 def time_trl(lengths: np.ndarray, capacity: int, map_batch_size: int | None) -> dict:
@@ -128,6 +188,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--skip-trl", action="store_true", help="time our planner only")
     parser.add_argument(
+        "--groups", type=int, default=9, help="group ids for the grouped modes (0: skip them)"
+    )
+    parser.add_argument(
         "--trl-map-batch-size",
         type=int,
         default=None,
@@ -149,6 +212,11 @@ def main() -> None:
             r["speedup_vs_trl"] = trl_row["seconds"] / r["seconds"]
         rows.append(trl_row)
     print_table(rows)
+    grouped = []
+    if args.groups > 0:
+        groups = make_groups(args.n, args.groups, args.seed)
+        grouped = time_grouped(lengths, groups, args.capacity, args.repeat)
+        print_grouped(grouped, args.groups)
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +235,8 @@ def main() -> None:
                 "platform": platform.platform(),
             },
             "rows": rows,
+            "groups": args.groups,
+            "grouped": grouped,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json}")

@@ -30,10 +30,13 @@ class Epochs:
         seed: int,
         epochs: float,
         max_steps: int,
+        groups: np.ndarray | None = None,
     ) -> None:
         self.batching = batching
         self.pieces = pieces
         self.targets = targets
+        # group id per piece (collator.group_by); passed to plan only when there are groups
+        self.extra = {} if groups is None else {"groups": groups}
         self.sizes = {
             "micro_batch_size": micro_batch_size,
             "grad_accum": grad_accum,
@@ -54,7 +57,7 @@ class Epochs:
         if epoch not in self._plans:
             self._plans = {k: v for k, v in self._plans.items() if k == 0 or k >= epoch - 1}
             self._plans[epoch] = self.batching.plan(
-                self.pieces, self.targets, seed=self.seed, epoch=epoch, **self.sizes
+                self.pieces, self.targets, seed=self.seed, epoch=epoch, **self.sizes, **self.extra
             )
         return self._plans[epoch]
 

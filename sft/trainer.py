@@ -83,8 +83,9 @@ class Recipe:
         self.loss_impl, self.loss, self.eval_loss = loss_functions(  # train, and validation's
             cfg.loss.impl, cfg.loss.chunk_tokens, t.loss_normalization, self.model, eng.cuda
         )
+        gb = getattr(self.batching, "group_by", "")  # collator.group_by: ids for the planner
         with self.acc.main_process_first():
-            self.data = prepare_data(self.tokenizer, d, cfg.seed, progress=eng.main)
+            self.data = prepare_data(self.tokenizer, d, cfg.seed, progress=eng.main, group_by=gb)
         self.collate = self.batching.collator(self.tokenizer.pad_token_id, self.attn)
         check_run_memory(cfg, eng, self.batching, self.data, self.loss_impl)  # or refuse now
         self.epochs = Epochs(
@@ -97,6 +98,7 @@ class Recipe:
             seed=cfg.seed,
             epochs=t.epochs,
             max_steps=t.max_steps,
+            groups=self.data.groups,
         )
         self.total_steps = self.epochs.total_steps
         self.model, self.optimizer, self.scheduler = build_optimizer(

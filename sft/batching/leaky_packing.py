@@ -46,6 +46,8 @@ class LeakyPackingConfig(PackingConfig):
             packing.strategy,
             packing.pad_to_multiple_of,
             packing.replan_each_epoch,
+            packing.group_by,
+            packing.group_mode,
         )
 
 

@@ -3,6 +3,7 @@
     sft-data show  data=lima model=smollm2_135m --index 3     one sample, trained tokens in green
     sft-data packs data=demo --n-packs 6 --out packs.png      padding rows vs packs, as a picture
     sft-data stats data=lima --batch-size 8                   padding waste, pack efficiency, steps
+    sft-data stats data=... collator=packing collator.group_by=source    ... and per group mode
 
 Arguments without dashes are the trainer's own overrides (Hydra syntax, same config groups), so
 the samples shown are exactly those `sft-train` with the same overrides would train on: same
@@ -43,6 +44,11 @@ class Loaded:
     def lengths(self) -> np.ndarray:
         return (self.data.train[:, 2] - self.data.train[:, 1]).astype(np.int64)
 
+    @property
+    def groups(self) -> dict:
+        """{"groups": ids} for the planner when the config sets collator.group_by, else {}."""
+        return {} if self.data.groups is None else {"groups": self.data.groups}
+
 
 def load(overrides: list[str]) -> Loaded:
     """Compose the trainer's config for `overrides`, load its tokenizer and prepare its data."""
@@ -55,7 +61,8 @@ def load(overrides: list[str]) -> Loaded:
         overrides.append("run_dir=/tmp/sft-data")  # required by the schema, never written
     cfg, _ = compose_job(overrides)
     tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(tokenizer, cfg.data, cfg.seed, progress=False)
+    group_by = getattr(cfg.collator, "group_by", "")
+    data = prepare_data(tokenizer, cfg.data, cfg.seed, progress=False, group_by=group_by)
     return Loaded(cfg, tokenizer, data)
 
 
@@ -107,7 +114,9 @@ def packs_picture(loaded: Loaded, out: str, n_packs: int, batch_size: int) -> di
         raise UserError(f"--n-packs must be >= 1, got {n_packs}")
     cfg, data, cap = loaded.cfg, loaded.data, loaded.capacity
     strategy = loaded.packing.strategy
-    rows, _ = loaded.packing.rows(data.train, data.tokens.targets, seed=cfg.seed, epoch=0)
+    rows, _ = loaded.packing.rows(
+        data.train, data.tokens.targets, seed=cfg.seed, epoch=0, **loaded.groups
+    )
     packs = rows[:n_packs]
     pad_rows = []
     if batch_size > 0:
@@ -234,11 +243,13 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
     padding = PaddingConfig().build(cfg.data.max_length)
     pad_plan = padding.plan(data.train, targets, micro_batch_size=t.micro_batch_size, **common)
     pack_plan = loaded.packing.plan(
-        data.train, targets, micro_batch_size=t.micro_batch_size, **common
+        data.train, targets, micro_batch_size=t.micro_batch_size, **common, **loaded.groups
     )
     per_pack = out["packing"][str(loaded.packing.strategy)]["samples_per_pack"]
     equal = max(1, round(t.micro_batch_size / per_pack))
-    equal_plan = loaded.packing.plan(data.train, targets, micro_batch_size=equal, **common)
+    equal_plan = loaded.packing.plan(
+        data.train, targets, micro_batch_size=equal, **common, **loaded.groups
+    )
     out["steps_per_epoch"] = {
         "micro_batch_size": t.micro_batch_size,
         "grad_accum": t.grad_accum,
@@ -251,6 +262,10 @@ def stats(loaded: Loaded, batch_size: int, world_size: int) -> dict:
         "packs_per_micro_batch_for_equal_steps": equal,
         "packing_at_that_micro_batch_size": len(equal_plan),
     }
+    if data.groups is not None:
+        from sft.data.group_report import grouping_stats
+
+        out["grouping"] = grouping_stats(loaded, t.micro_batch_size, common)
     return out
 
 
@@ -311,6 +326,10 @@ def print_stats(s: dict) -> None:
         f"train.micro_batch_size={st['packs_per_micro_batch_for_equal_steps']} packing takes "
         f"{st['packing_at_that_micro_batch_size']} steps, the closest to padding's"
     )
+    if "grouping" in s:
+        from sft.data.group_report import print_grouping
+
+        console.print(print_grouping(s["grouping"]))
 
 
 # --------------------------------------------------------------------------- entry point

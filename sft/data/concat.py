@@ -16,11 +16,12 @@ from sft.data.packing import _as_lengths, _check_capacity, _check_range
 
 
 def concat_chunks(
-    lengths: np.ndarray, capacity: int, seed: int = 0
+    lengths: np.ndarray, capacity: int, seed: int = 0, order: np.ndarray | None = None
 ) -> list[list[tuple[int, int, int]]]:
     """Shuffle samples with `seed`, concatenate them and cut every `capacity` tokens.
 
-    The order is `np.random.default_rng(seed).permutation(len(lengths))`.
+    The order is `np.random.default_rng(seed).permutation(len(lengths))`, or `order` (a
+    permutation of the sample indices) when given.
     Returns, per chunk, its fragments `(sample_index, start, end)` (token offsets inside the
     sample, end exclusive) in concatenation order. Every token of every sample lies in exactly
     one fragment; all chunks hold exactly `capacity` tokens except possibly the last (the tail
@@ -31,7 +32,10 @@ def concat_chunks(
     if lengths.size == 0:
         return []
     _check_range(lengths, None)
-    perm = np.random.default_rng(seed).permutation(lengths.size)
+    if order is None:
+        perm = np.random.default_rng(seed).permutation(lengths.size)
+    else:
+        perm = np.asarray(order, dtype=np.int64)
     lens = lengths[perm]
     ends = np.cumsum(lens)
     starts = ends - lens

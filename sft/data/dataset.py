@@ -10,6 +10,11 @@
 `data.limit` keeps the first N rows of `data.path`; the rows of `data.val_path` are never cut
 by it and never become training rows.
 
+With `group_by=FIELD` (collator.group_by), each kept row's value of FIELD becomes an int id
+(`PreparedData.groups`, one per training piece; `group_names` maps ids back to values): what the
+planner needs to decide what is packed with what. A training row without FIELD is an error that
+names it (file:line).
+
 Invariant: every row read is either in exactly one piece list (train or val) or counted in the
 report under one reason; `report.counts` adds up to the number of rows read, and no piece without
 a trained target token is ever returned.
@@ -83,6 +88,26 @@ class PreparedData:
     train: np.ndarray  # int64 [n, 3] (row, start, end) absolute offsets into tokens
     val: np.ndarray
     report: DataReport
+    groups: np.ndarray | None = None  # int64 [n]: group id of each train piece (group_by only)
+    group_names: list[str] = field(default_factory=list)  # the FIELD value of each group id
+
+
+def _group_values(rows: list[dict], field_name: str, n_train_rows: int) -> list:
+    """The value of `field_name` in every row (None for validation rows that lack it); a
+    training row without it is a one-line error naming the row."""
+    values = []
+    for i, row in enumerate(rows):
+        if field_name in row and row[field_name] is not None:
+            values.append(row[field_name])
+        elif i < n_train_rows:
+            keys = ", ".join(sorted(k for k in row if not k.startswith("_"))[:8])
+            raise UserError(
+                f"{row['_where']}: row has no field {field_name!r} for collator.group_by="
+                f"{field_name} (its fields: {keys})"
+            )
+        else:
+            values.append(None)
+    return values
 
 
 def _cache_dir() -> Path:
@@ -233,9 +258,10 @@ def _check_bad(
 
 
 def prepare_data(
-    tokenizer, data: DataConfig, seed: int = 0, *, progress: bool = True
+    tokenizer, data: DataConfig, seed: int = 0, *, progress: bool = True, group_by: str = ""
 ) -> PreparedData:
-    """Everything the planner needs, from the data config (see the module docstring)."""
+    """Everything the planner needs, from the data config (see the module docstring);
+    `group_by` names the rows' field whose values group the training pieces."""
     report = DataReport()
     raw = read_rows(data.path, data.split, data.builder, dict(data.builder_args), data.demo_size)
     if data.limit:
@@ -248,12 +274,14 @@ def prepare_data(
         raw.bad = raw.bad + val_raw.bad
         sources.append(val_raw.source)
     bad: list[BadRow] = list(raw.bad)
-    msgs, where, is_val = [], [], []
+    values = _group_values(raw.rows, group_by, n_train_rows) if group_by else None
+    msgs, where, is_val, row_values = [], [], [], []
     for i, row in enumerate(raw.rows):
         try:
             msgs.append(to_messages(row, data.format, data.system_prompt))
             where.append(row["_where"])
             is_val.append(i >= n_train_rows)
+            row_values.append(values[i] if values is not None else None)
         except RowError as e:
             bad.append(BadRow(row["_where"], e.reason, e.detail))
     report.rows_read = len(raw.rows) + len(raw.bad)
@@ -331,4 +359,11 @@ def prepare_data(
         )
     report.counts["train_pieces"] = len(train)
     report.counts["val_pieces"] = len(val)
-    return PreparedData(tokens=tokens, train=train, val=val, report=report)
+    prepared = PreparedData(tokens=tokens, train=train, val=val, report=report)
+    if group_by:
+        from sft.data.grouping import group_ids
+
+        kept_values = [row_values[i] for i in keep]
+        ids, prepared.group_names = group_ids([kept_values[int(r)] for r in train[:, 0]])
+        prepared.groups = ids.astype(np.int64)
+    return prepared

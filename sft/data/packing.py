@@ -101,6 +101,13 @@ def pack(
     ``first_fit_shuffle`` only. The returned arrays may be views of one shared buffer.
     Raises `PackingError` (a `ValueError`) naming the first bad sample, bad capacity or strategy.
     """
+    return _split(*pack_flat(lengths, capacity, strategy, seed))
+
+
+def pack_flat(
+    lengths: np.ndarray, capacity: int, strategy: str = "bfd", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`pack`'s plan flat: (int64 `members`, pack after pack; where each pack ends in them)."""
     if strategy not in STRATEGIES:
         raise PackingError(
             f"unknown packing strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
@@ -108,7 +115,7 @@ def pack(
     capacity = _check_capacity(capacity)
     lengths = _as_lengths(lengths)
     if lengths.size == 0:
-        return []
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     _check_range(lengths, capacity)
     if strategy == "bfd":
         order, bin_of = _bfd(lengths, capacity)
@@ -119,7 +126,8 @@ def pack(
         bin_of = _first_fit(lengths[order], capacity)
     else:
         return _next_fit(lengths, capacity)
-    return _group(order, bin_of)
+    by_bin = np.argsort(bin_of, kind="stable")
+    return order[by_bin].astype(np.int64, copy=False), np.cumsum(np.bincount(bin_of))
 
 
 def pack_stats(lengths: np.ndarray, packs: list[np.ndarray], capacity: int) -> PackStats:
@@ -212,14 +220,21 @@ def _bfd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     n_bins = 0
     pos = 0
     for length, count in zip(*_runs_desc(lengths, capacity)):
-        for room in (np.flatnonzero(open_[length:]) + length).tolist():
+        if 2 * length > capacity:  # fits no open pack (all fuller than half): one new pack each
+            bin_of[pos : pos + count] = np.arange(n_bins, n_bins + count)
+            stacks[capacity - length].extend(range(n_bins, n_bins + count))  # room 0: never read
+            open_[capacity - length] = True
+            pos, n_bins = pos + count, n_bins + count
+            continue
+        for room in map(int, open_[length:].nonzero()[0] + length):  # listed once, read lazily
             stack = stacks[room]
             per_bin = room // length
             n_full = min(len(stack), count // per_bin)
             if n_full:
                 taken = stack[-n_full:][::-1]
                 del stack[-n_full:]
-                bin_of[pos : pos + n_full * per_bin] = np.repeat(taken, per_bin)
+                fill = taken[0] if n_full == 1 else np.repeat(taken, per_bin)  # scalar: cheaper
+                bin_of[pos : pos + n_full * per_bin] = fill
                 pos += n_full * per_bin
                 count -= n_full * per_bin
                 left = room - per_bin * length
@@ -362,7 +377,7 @@ def _first_fit(lens: np.ndarray, capacity: int) -> np.ndarray:
     return np.asarray(bin_of, dtype=np.int64)
 
 
-def _next_fit(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
+def _next_fit(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """Next fit: consecutive runs of samples, each as long as fits in `capacity`."""
     ends = np.concatenate(([0], np.cumsum(lengths)))
     # Where a pack starting at sample s stops (exclusive), for every s at once.
@@ -373,14 +388,7 @@ def _next_fit(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
     while s < n:
         cuts.append(s)
         s = stop[s]
-    return _split(np.arange(n, dtype=np.int64), np.array([*cuts, n]))
-
-
-def _group(order: np.ndarray, bin_of: np.ndarray) -> list[np.ndarray]:
-    """Turn (sample order, pack of each) into per-pack index arrays, keeping placement order."""
-    by_bin = np.argsort(bin_of, kind="stable")
-    members = order[by_bin].astype(np.int64, copy=False)
-    return _split(members, np.cumsum(np.bincount(bin_of)))
+    return np.arange(n, dtype=np.int64), np.array([*cuts, n], dtype=np.int64)
 
 
 def _split(values: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:

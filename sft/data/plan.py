@@ -9,6 +9,7 @@ batching choice (sft/batching/) builds the rows of an epoch with one of the row 
       sample_rows:  shuffle -> rows of 1 piece (padding, padding_free)
       packed_rows:  pack(lengths) -> rows of whole pieces (bfd | ffd | first_fit_shuffle | next_fit)
       concat_rows:  shuffle, concatenate, cut every `capacity` tokens -> rows of fragments
+      (both take `groups`, one id per piece, and a group mode: sft/data/grouping.py)
     -> plan_steps: steps of world_size x grad_accum micro-batches, dealt to ranks largest-first in
        snake order (starting one rank further every step) so every rank gets the same number of
        micro-batches and similar token counts, per step and over the epoch.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sft.data.concat import concat_chunks
+from sft.data.grouping import concat_grouped, pack_grouped
 from sft.data.packing import pack
 from sft.data.targets import has_target
 
@@ -93,27 +95,41 @@ def packed_rows(
     seed: int,
     epoch: int,
     replan_each_epoch: bool = False,
+    groups: np.ndarray | None = None,
+    group_mode: str = "together",
 ) -> list[Row]:
     """Rows of whole pieces planned by `pack` (the packs are kept across epochs unless
-    `replan_each_epoch`), in a seeded order that changes every epoch."""
-    packs = pack(
-        _lengths(pieces),
-        capacity,
-        strategy=strategy,
-        seed=seed + (epoch if replan_each_epoch else 0),
-    )
+    `replan_each_epoch`), in a seeded order that changes every epoch. With `groups` (one id per
+    piece), `group_mode` decides which pieces may share a row (sft/data/grouping.py)."""
+    plan_seed = seed + (epoch if replan_each_epoch else 0)
+    if groups is None:
+        packs = pack(_lengths(pieces), capacity, strategy=strategy, seed=plan_seed)
+    else:
+        packs = pack_grouped(_lengths(pieces), groups, capacity, strategy, group_mode, plan_seed)
     rows = [[(int(pieces[i, 1]), int(pieces[i, 2]), int(i)) for i in p] for p in packs]
     order = _rng(seed, epoch).permutation(len(rows))
     return [rows[i] for i in order]
 
 
 def concat_rows(
-    pieces: np.ndarray, targets: np.ndarray, *, capacity: int, seed: int, epoch: int
+    pieces: np.ndarray,
+    targets: np.ndarray,
+    *,
+    capacity: int,
+    seed: int,
+    epoch: int,
+    groups: np.ndarray | None = None,
+    group_mode: str = "together",
 ) -> tuple[list[Row], int]:
     """The seed paper's random packing: rows of fragments, and how many fragments were dropped
-    because they hold no target (see sft/data/targets.py)."""
+    because they hold no target (see sft/data/targets.py); `groups` as in `packed_rows`."""
     rows, dropped = [], 0
-    for chunk in concat_chunks(_lengths(pieces), capacity, seed=seed * 100003 + epoch):
+    chunk_seed = seed * 100003 + epoch
+    if groups is None:
+        chunks = concat_chunks(_lengths(pieces), capacity, seed=chunk_seed)
+    else:
+        chunks = concat_grouped(_lengths(pieces), groups, capacity, group_mode, seed=chunk_seed)
+    for chunk in chunks:
         row = []
         for i, s, e in chunk:
             a = int(pieces[i, 1]) + int(s)
