@@ -51,13 +51,8 @@ class Backend(Protocol):
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
+    """`text` before the earliest stop string in it."""
+    return text[: min((i for s in stop if s and (i := text.find(s)) != -1), default=len(text))]
 
 
 def may_straddle(text: str, stop: Sequence[str]) -> bool:
