@@ -69,4 +69,6 @@ class LeakyPacking(Packing):
         )
 
     def describe(self) -> dict:
-        return {**super().describe(), "collator": "leaky_packing", "label": "leaky packing"}
+        out = super().describe()
+        grouped = f", {self.group_mode} by {self.group_by}" if self.group_by else ""
+        return {**out, "collator": "leaky_packing", "label": "leaky packing" + grouped}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sft.batching import PackingConfig
+from sft.batching import LeakyPackingConfig, PackingConfig
 from sft.config import DataConfig
 from sft.data.dataset import prepare_data
 from sft.data.grouping import GroupMode
@@ -90,6 +90,8 @@ def test_no_grouping_is_the_default_and_describes_as_before():
     grouped = PackingConfig(group_by="source", group_mode="apart").build(512).describe()
     assert grouped["group_by"] == "source" and grouped["group_mode"] == "apart"
     assert grouped["label"] == "greedy packing, apart by source"
+    leaky = LeakyPackingConfig(group_by="source").build(512).describe()
+    assert leaky["label"] == "leaky packing, together by source"
 
 
 def test_group_by_without_group_ids_is_refused():
