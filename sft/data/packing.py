@@ -211,20 +211,22 @@ def _bfd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     `stacks[r]` holds the open packs whose remaining room is r, the most recent on top; `open_`
     marks the rooms with at least one pack. While the run of length l is placed, packs only
     leave rooms >= l and enter rooms < l (except the final partial pack), so the rooms to visit
-    can be listed once per run.
+    can be listed once per run. Placements are recorded as (pack, how many samples) in order,
+    and expanded into one array at the end.
     """
     order = _sorted_desc(lengths, capacity)
-    bin_of = np.empty(lengths.size, dtype=np.int64)
+    bins: list[int] = []  # the pack of each placement ...
+    reps: list[int] = []  # ... and how many consecutive samples (in `order`) it takes
     stacks: list[list[int]] = [[] for _ in range(capacity)]
     open_ = np.zeros(capacity, dtype=bool)
     n_bins = 0
-    pos = 0
     for length, count in zip(*_runs_desc(lengths, capacity)):
         if 2 * length > capacity:  # fits no open pack (all fuller than half): one new pack each
-            bin_of[pos : pos + count] = np.arange(n_bins, n_bins + count)
+            bins.extend(range(n_bins, n_bins + count))
+            reps.extend([1] * count)
             stacks[capacity - length].extend(range(n_bins, n_bins + count))  # room 0: never read
             open_[capacity - length] = True
-            pos, n_bins = pos + count, n_bins + count
+            n_bins += count
             continue
         for room in map(int, open_[length:].nonzero()[0] + length):  # listed once, read lazily
             stack = stacks[room]
@@ -233,9 +235,8 @@ def _bfd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
             if n_full:
                 taken = stack[-n_full:][::-1]
                 del stack[-n_full:]
-                fill = taken[0] if n_full == 1 else np.repeat(taken, per_bin)  # scalar: cheaper
-                bin_of[pos : pos + n_full * per_bin] = fill
-                pos += n_full * per_bin
+                bins.extend(taken)
+                reps.extend([per_bin] * n_full)
                 count -= n_full * per_bin
                 left = room - per_bin * length
                 if left:
@@ -243,8 +244,8 @@ def _bfd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
                     open_[left] = True
             if count and stack:  # 0 < count < per_bin: one pack takes the rest
                 b = stack.pop()
-                bin_of[pos : pos + count] = b
-                pos += count
+                bins.append(b)
+                reps.append(count)
                 left = room - count * length
                 stacks[left].append(b)
                 open_[left] = True
@@ -257,23 +258,21 @@ def _bfd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
             per_bin = capacity // length
             n_full, rest = divmod(count, per_bin)
             if n_full:
-                bin_of[pos : pos + n_full * per_bin] = np.repeat(
-                    np.arange(n_bins, n_bins + n_full), per_bin
-                )
-                pos += n_full * per_bin
+                bins.extend(range(n_bins, n_bins + n_full))
+                reps.extend([per_bin] * n_full)
                 left = capacity - per_bin * length
                 if left:
                     stacks[left].extend(range(n_bins, n_bins + n_full))
                     open_[left] = True
                 n_bins += n_full
             if rest:
-                bin_of[pos : pos + rest] = n_bins
-                pos += rest
+                bins.append(n_bins)
+                reps.append(rest)
                 left = capacity - rest * length
                 stacks[left].append(n_bins)
                 open_[left] = True
                 n_bins += 1
-    return order, bin_of
+    return order, np.repeat(np.array(bins, dtype=np.int64), reps)
 
 
 def _ffd(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
