@@ -186,9 +186,10 @@ class LossConfig:
     """How the cross-entropy over the supervised positions is computed (sft/loss.py)."""
 
     impl: LossImpl = LossImpl.auto
-    """auto (chunked when the vocabulary has >= 32,768 tokens, else full), full ([N, V] logits of
-    the N targets at once), chunked (the head and loss chunk_tokens targets at a time: peak loss
-    memory independent of N), liger (liger-kernel's fused kernel; CUDA, where installed)."""
+    """auto (full below a 32,768-token vocabulary; above, per micro-batch whichever of full and
+    chunked needs less memory for its targets), full ([N, V] logits of the N targets at once),
+    chunked (the head and loss chunk_tokens targets at a time: peak loss memory independent of
+    N), liger (liger-kernel's fused kernel; CUDA, where installed)."""
     chunk_tokens: int = 512
     """Targets per chunk of the chunked loss (its memory is ~ chunk_tokens x vocab x 8 bytes)."""
 

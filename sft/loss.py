@@ -21,6 +21,9 @@ logits of prompt and pad positions are never materialised. Then, by `impl`:
              in forward, backward only scales them.
     liger    liger-kernel's fused linear cross-entropy (CUDA, where installed), same contract.
 
+`auto` is full below a 32,768-token vocabulary; above, it takes per micro-batch whichever of full
+and chunked needs less memory for its number of targets (few targets: full; many: chunked).
+
 Invariant: for the same samples, the token-normalised loss does not depend on how they are
 batched (padding, packing or padding_free, any micro-batch split, any world size), and `full`
 and `chunked` give the same losses and gradients (to float rounding).
@@ -48,11 +51,22 @@ AUTO_CHUNK_VOCAB = 32_768  # auto = chunked from this vocabulary size on (logits
 
 
 def resolve_impl(impl: str, vocab_size: int) -> str:
-    """The implementation `auto` stands for: chunked for large vocabularies, else full."""
+    """What `auto` stands for: full below AUTO_CHUNK_VOCAB; from there on it stays `auto`, which
+    picks per micro-batch the cheaper of full and chunked (`cheaper_impl`)."""
     impl = str(getattr(impl, "value", impl))
     if impl == "auto":
-        return "chunked" if vocab_size >= AUTO_CHUNK_VOCAB else "full"
+        return "auto" if vocab_size >= AUTO_CHUNK_VOCAB else "full"
     return impl
+
+
+def cheaper_impl(targets: int, vocab: int, hidden: int, weight_bytes: int, chunk: int) -> str:
+    """full or chunked, whichever needs less loss memory for `targets` targets (the accounting
+    of sft/plan_memory.py's `logits_memory`): full holds [N, V] logits, their fp32 copy and grad;
+    chunked one chunk of them plus a gradient of the head's weight."""
+    low = weight_bytes < 4
+    full = targets * vocab * (10 if low else 8)
+    chunked = min(targets, chunk) * vocab * (8 if low else 4) + vocab * hidden * weight_bytes
+    return "chunked" if chunked < full else "full"
 
 
 def loss_function(normalization: str, impl: str, chunk_tokens: int, *, cuda: bool = False):
@@ -197,8 +211,12 @@ def micro_batch_loss(
     seg = batch["seq_idx"][:, keep][sel]
     labels = tgt[sel]
     inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    head = _output_head(model) if impl != "full" or sel.shape[0] > 1 else None
+    if impl == "auto":  # the cheaper of the two for this micro-batch's targets
+        w = getattr(head, "weight", None)
+        v, h = (int(x) for x in getattr(w, "ds_shape", w.shape)) if w is not None else (0, 0)
+        impl = cheaper_impl(labels.numel(), v, h, w.element_size() if v else 4, chunk_tokens)
     fused = impl in ("chunked", "liger")
-    head = _output_head(model) if fused or sel.shape[0] > 1 else None
     if fused and (head is None or getattr(head, "weight", None) is None):
         raise UserError(f"loss.impl={impl} needs a model whose output embedding is a linear layer")
     weights = _unit_weights(seg, normalization) if fused else None

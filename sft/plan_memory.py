@@ -284,8 +284,15 @@ def logits_memory(
     full:    the logits at supervised positions, model-dtype, their fp32 copy and its grad.
     chunked: one chunk of logits (model dtype, fp32 copy, model-dtype grad: bf16 2+4+2, fp32 4)
              plus the LM head's weight gradient made in forward and held until backward.
+    auto:    the smaller of the two (the loss picks per micro-batch, sft/loss.py `cheaper_impl`).
     """
     kept = rows * row_length * supervised_fraction
+    if impl == "auto":  # sft/loss.py takes the cheaper of the two per micro-batch
+        both = (
+            logits_memory(shape, rows, row_length, dtype, supervised_fraction, i, chunk_tokens)
+            for i in ("full", "chunked")
+        )
+        return min(both)
     if impl in ("chunked", "liger"):
         per_value = (2 + 4 + 2) if dtype != "fp32" else 4
         b = 2 if dtype != "fp32" else 4

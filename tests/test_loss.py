@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from sft.cli_config import compose_job
-from sft.loss import AUTO_CHUNK_VOCAB, ChunkedLinearCrossEntropy, micro_batch_loss, resolve_impl
+from sft.loss import (
+    AUTO_CHUNK_VOCAB,
+    ChunkedLinearCrossEntropy,
+    cheaper_impl,
+    micro_batch_loss,
+    resolve_impl,
+)
 from sft.trainer import Recipe
 
 TOL = 1e-6
@@ -62,11 +68,43 @@ def test_chunked_function_without_grad_only_computes_losses():
     assert not total.requires_grad
 
 
-def test_auto_is_chunked_for_large_vocabularies_only():
-    assert resolve_impl("auto", AUTO_CHUNK_VOCAB) == "chunked"
-    assert resolve_impl("auto", 49_152) == "chunked"  # SmolLM2
-    assert resolve_impl("auto", 259) == "full"  # the tiny test model
+def test_auto_is_full_for_small_vocabularies_and_the_cheaper_one_per_micro_batch_above():
+    assert resolve_impl("auto", 259) == "full"  # the tiny test model: bit-exact golden runs
+    assert resolve_impl("auto", AUTO_CHUNK_VOCAB) == "auto"
     assert resolve_impl("full", 128_256) == "full"
+    # Llama-3-8B in bf16 (head 128,256 x 4,096): a few targets are cheaper with full logits,
+    # a packed row's thousands with chunks (the head's weight gradient then pays for itself)
+    assert cheaper_impl(375, 128_256, 4096, 2, 512) == "full"
+    assert cheaper_impl(4096, 128_256, 4096, 2, 512) == "chunked"
+    # SmolLM2 in fp32 (49,152 x 576)
+    assert cheaper_impl(100, 49_152, 576, 4, 512) == "full"
+    assert cheaper_impl(1000, 49_152, 576, 4, 512) == "chunked"
+
+
+def test_auto_picks_what_cheaper_impl_says_for_each_micro_batch(monkeypatch):
+    from sft import loss as loss_mod
+
+    picked = []
+    real = loss_mod.cheaper_impl
+
+    def spy(*args):
+        picked.append(real(*args))
+        return picked[-1]
+
+    monkeypatch.setattr(loss_mod, "cheaper_impl", spy)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=40_000, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    model = LlamaForCausalLM(cfg)
+    for n in (4, 600):
+        ids = torch.randint(0, 40_000, (1, n + 1))
+        batch = {"input_ids": ids[:, :n], "position_ids": torch.arange(n)[None],
+                 "targets": ids[:, 1:], "seq_idx": torch.zeros(1, n, dtype=torch.long)}  # fmt: skip
+        auto, _ = micro_batch_loss(model, batch, "token", "auto", chunk_tokens=64)
+        full, _ = micro_batch_loss(model, batch, "token", "full")
+        torch.testing.assert_close(auto, full, rtol=TOL, atol=TOL)
+    assert picked == ["full", "chunked"]
 
 
 BASE = [
