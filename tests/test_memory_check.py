@@ -6,6 +6,9 @@
 - A real `sft-train` whose estimate is far above this machine's RAM stops at start-up with exit 2
   and that line, before writing anything; `train.memory_check=false` turns the check off.
 - `sft-plan --fit BUDGET` lists what fits.
+
+How close the estimate is to measured runs is a benchmark (benchmarks/bench_memory.py), not a
+test here: RSS moves by hundreds of MiB between environments.
 """
 
 from __future__ import annotations
@@ -124,33 +127,3 @@ def test_sft_plan_fit_lists_what_fits():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Settings that fit 8.0 GiB per GPU" in r.stdout
     assert "model.gradient_checkpointing=true" in r.stdout
-
-
-def _measure(overrides: list[str]) -> dict:
-    import json
-
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--steps", "2",
-         "--child", json.dumps(overrides)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.slow
-def test_the_memory_model_matches_measured_training_runs_within_15_percent():
-    """Measured peak RSS growth of real runs vs sft-plan's estimate + the runtime baseline."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_memory import RUNTIME, SUITES, TOLERANCE
-
-    base = _measure(RUNTIME)
-    runtime = base["measured_bytes"] - base["predicted_bytes"]
-    tiny = SUITES["tiny128k"]["base"]
-    for extra in (
-        ["collator=padding", "train.micro_batch_size=8", "loss.impl=full"],
-        ["collator=packing", "train.micro_batch_size=2", "loss.impl=chunked"],
-    ):
-        row = _measure([*tiny, *extra])
-        ratio = row["measured_bytes"] / (row["predicted_bytes"] + runtime)
-        assert abs(ratio - 1) <= TOLERANCE, (extra, ratio, row)
