@@ -10,13 +10,13 @@ import yaml
 
 from sft.data.sources import read_rows
 from sft.errors import UserError
-from sft.ner import cli
 from sft.ner.pool import digest, pool_indices, sample_indices
 from sft.ner.readers import Sentence, read_sentences, write_spans_jsonl
 from sft.ner.sft_data import build_conversations
 from sft.ner.table import load_rows, write_outputs
 
 from .conftest import data_file
+from .test_cli import run
 
 NAMES = ["Bob", "Sue", "Ann", "Tom", "Eve", "Max", "Ida", "Joe", "Kim", "Lea", "Ned", "Ola"]
 TRAIN = [Sentence([name, "visited", f"city{i}"], [(0, 0, "PER")]) for i, name in enumerate(NAMES)]
@@ -32,15 +32,6 @@ def data_dir(tmp_path, monkeypatch):
     write_spans_jsonl(d / "dev.jsonl", TEST[:2])
     monkeypatch.setenv("SFT_DATA_DIR", str(tmp_path / "data"))
     return d
-
-
-def run(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_pool_indices_are_seeded_sorted_nested_and_checked():
