@@ -133,3 +133,11 @@ def test_every_config_field_has_a_docstring():
         if f.name not in field_docs(cls)
     ]
     assert missing == []
+
+
+def test_unknown_demo_task_is_refused_at_composition(tmp_path):
+    from sft.cli_config import compose_job
+    from sft.errors import UserError
+
+    with pytest.raises(UserError, match="data.demo_tasks: unknown task"):
+        compose_job(["data=demo", "data.demo_tasks=[capitals]", f"run_dir={tmp_path}"])

@@ -55,6 +55,8 @@ class DataConfig:
     """A system message prepended to every conversation that has none."""
     demo_size: int = 3000
     """Rows of the built-in demo data (path="")."""
+    demo_tasks: list[str] = field(default_factory=list)
+    """Tasks the demo data draws from (sft/data/demo.py's TASKS); empty = the default mix (DEFAULT_TASKS)."""
     builder: str = ""
     """"module:function" returning rows with "messages" (e.g. the NER conversions)."""
     builder_args: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +78,12 @@ class DataConfig:
             not (self.name == "demo" and self.path),
             f"data.path={self.path} with data=demo would keep the demo's settings (format, "
             "max_bad_fraction, val_fraction, max_length): use data=file data.path=...",
+        )
+        from sft.data.demo import TASKS
+
+        unknown = sorted(set(self.demo_tasks) - set(TASKS))
+        _check(
+            not unknown, f"data.demo_tasks: unknown task(s) {unknown}; choose from {sorted(TASKS)}"
         )
         _check(
             not (self.name == "file" and not self.path and not self.builder),

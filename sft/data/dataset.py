@@ -263,7 +263,14 @@ def prepare_data(
     """Everything the planner needs, from the data config (see the module docstring);
     `group_by` names the rows' field whose values group the training pieces."""
     report = DataReport()
-    raw = read_rows(data.path, data.split, data.builder, dict(data.builder_args), data.demo_size)
+    raw = read_rows(
+        data.path,
+        data.split,
+        data.builder,
+        dict(data.builder_args),
+        data.demo_size,
+        demo_tasks=tuple(data.demo_tasks),
+    )
     if data.limit:
         raw.rows = raw.rows[: data.limit]
     n_train_rows = len(raw.rows)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 import string
 
+from sft.data.demo_facts import FACT_TASKS
+
 WORDS = [
     "apple",
     "river",
@@ -208,19 +210,50 @@ TASKS = {
     "uppercase": _uppercase,
     "acronym": _acronym,
     "caesar": _caesar,
+    **FACT_TASKS,
 }
+# The mix `generate_demo` draws from by default; fixed, so recorded runs and tables reproduce.
+DEFAULT_TASKS = (
+    "arithmetic",
+    "conversion",
+    "sorting",
+    "counting",
+    "extraction",
+    "formatting",
+    "reverse",
+    "uppercase",
+    "acronym",
+    "caesar",
+)
 # Short-answer tasks used for the exact-match check (cheap to generate on a CPU).
-SHORT_ANSWER_TASKS = ("arithmetic", "conversion", "counting", "acronym", "caesar")
+SHORT_ANSWER_TASKS = (
+    "arithmetic",
+    "conversion",
+    "counting",
+    "acronym",
+    "caesar",
+    *FACT_TASKS,
+)
 
 
-def generate_demo(n: int = 3000, seed: int = 1234) -> list[dict]:
-    """`n` demo rows, deterministic for (n, seed)."""
+def generate_demo(
+    n: int = 3000, seed: int = 1234, tasks: tuple[str, ...] = (), held_out: bool = False
+) -> list[dict]:
+    """`n` demo rows, deterministic for the arguments.
+
+    `tasks` = () draws from DEFAULT_TASKS; a name given twice is drawn twice as often. The first
+    len(tasks) rows take each name once, in order. `held_out=True` asks the fact tasks only about
+    facts the default (`held_out=False`) rows never use (sft/data/demo_facts.py).
+    """
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown demo task(s) {unknown}; choose from {sorted(TASKS)}")
     r = random.Random(seed)
-    names = list(TASKS)
+    names = list(tasks or DEFAULT_TASKS)
     rows = []
     for i in range(n):
         task = names[i % len(names)] if i < len(names) else r.choice(names)
-        prompt, answer = TASKS[task](r)
+        prompt, answer = FACT_TASKS[task](r, held_out) if task in FACT_TASKS else TASKS[task](r)
         rows.append(
             {
                 "id": f"demo-{i}",

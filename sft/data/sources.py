@@ -128,6 +128,7 @@ def read_rows(
     builder_args: dict | None = None,
     demo_size: int = 3000,
     seed: int = 1234,
+    demo_tasks: tuple[str, ...] = (),
 ) -> RawRows:
     """Read every row of a data source. `path=""` means the built-in demo dataset."""
     if builder:
@@ -135,7 +136,7 @@ def read_rows(
     if not path:
         from sft.data.demo import generate_demo
 
-        return _from_datasets(generate_demo(demo_size, seed), "demo")
+        return _from_datasets(generate_demo(demo_size, seed, demo_tasks), "demo")
     p = Path(path).expanduser()
     if p.is_file():
         suffix = "".join(p.suffixes[-1:]).lower()
