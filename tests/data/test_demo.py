@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sft.data.demo import DEFAULT_TASKS, TASKS, generate_demo, normalize_answer
+from sft.data.demo import DEFAULT_TASKS, generate_demo, normalize_answer
 from sft.data.demo_facts import CAPITALS, FACT_TASKS, OPPOSITES, PLURALS
 
 
