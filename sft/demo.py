@@ -119,7 +119,6 @@ def train(run_dir: Path, setup: list[str], extra: list[str], con) -> dict:
         *extra,
     ]
     con.print(f"    {' '.join(['sft/train.py', *cmd[2:]])}")
-    t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         con.print(f"[red]training failed with exit code {proc.returncode}: see {run_dir}[/]")
@@ -127,7 +126,7 @@ def train(run_dir: Path, setup: list[str], extra: list[str], con) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    return {"summary": summary, "evals": evals, "process_s": time.perf_counter() - t0}
+    return {"summary": summary, "evals": evals}
 
 
 def curve(evals: list[tuple[int, float]]) -> str:

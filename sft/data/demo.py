@@ -3,9 +3,12 @@
 Generated deterministically from a seed, so every machine trains on the same samples with no
 download. Tasks vary in kind (arithmetic, unit conversion, sorting, counting, extraction,
 formatting, list reversal) and in length (from ~20 to ~1,000 tokens), so padding wastes compute
-the way real SFT data does, and every answer can be checked by exact match.
+the way real SFT data does, and every answer can be checked by exact match. The fact tasks
+(sft/data/demo_facts.py: capitals, plurals, opposites) are outside the default mix; `make demo`
+chooses them with `data.demo_tasks`.
 
-Invariant: `generate_demo(n, seed)` returns the same list for the same arguments; each row holds
+Invariant: `generate_demo(...)` returns the same list for the same arguments (the default mix
+never changes, so recorded runs reproduce); each row holds
 `id`, `task`, `messages` (user, assistant) and `answer`, where the assistant content == answer.
 """
 
