@@ -7,16 +7,19 @@
 Memory per GPU, by component (bytes per parameter P, N GPUs, ZeRO stage z; the ZeRO paper's
 accounting). Mixed precision under DeepSpeed keeps bf16 weights and grads plus fp32 master
 weights and AdamW m, v: 2 + 2 + 12 = 16 B/param. FSDP2 (Accelerate upcasts to fp32): 4 + 4 + 8.
-Without either (single/ddp) `model.dtype=bf16` loads bf16 weights and AdamW keeps bf16 states:
-2 + 2 + 4. fp32: 4 + 4 + 8. Stage >= 1 splits optimizer states N ways, >= 2 also grads, 3 also
+Without either (single/ddp) `model.dtype=bf16` keeps fp32 master weights and autocasts
+(sft/build.py): 4 + 4 + 8, as fp32. Stage >= 1 splits optimizer states N ways, >= 2 also grads, 3 also
 weights; offload moves optimizer states (+ fp32 grad partitions) and/or weight shards to CPU RAM.
 ZeRO-3 and FSDP2 also hold one gathered unit (the larger of one decoder layer and the embedding)
 with its full gradient. Activations per decoder layer and token, Llama-style block (GQA, SwiGLU,
-attention kernels that keep no L x L scores): 4h + 2q + 2kv + 4i values (h hidden, q/kv the
-query/key-value widths, i the MLP width); with gradient checkpointing only each layer's input
-(h) plus one layer's full set during recompute. Logits exist only at supervised positions (the
-loss uses `logits_to_keep`): tokens x supervised fraction x vocab x (bf16 + fp32 copy + fp32 grad)
-for loss.impl=full; chunked holds one chunk of them plus the head's weight gradient.
+attention kernels that keep no L x L scores), counted from what autograd saves in transformers'
+Llama layer: 6h + 3q + 2kv + 4i values (h hidden, q/kv the query/key-value widths, i the MLP
+width), in bytes by precision (`activation_bytes_per_token_layer`), plus one more layer's set
+for the layer in backward; with gradient checkpointing only each layer's input (h) plus the
+recomputed layer's set and its gradients. Logits exist only at supervised positions (the loss
+uses `logits_to_keep`): tokens x supervised fraction x vocab x 12 B for loss.impl=full (fp32
+log-softmax, its gradient, the logits' gradient); chunked holds one chunk of them plus the head's
+weight gradient.
 Not counted: CUDA context and allocator slack (~1-3 GiB), communication buckets.
 
 The micro-batch shape: padding = micro_batch_size rows x the longest sample; packing =
@@ -211,7 +214,7 @@ def bytes_per_param(engine: str, dtype: str) -> tuple[int, int, int]:
         return 2, 2, 12  # bf16 weights and grads; fp32 master + AdamW m, v
     if engine == "fsdp2":
         return 4, 4, 8  # Accelerate upcasts sharded weights to fp32, computes in bf16
-    return 2, 2, 4  # bf16 weights trained directly; AdamW states in the weights' dtype
+    return 4, 4, 8  # fp32 master weights under bf16 autocast (sft/build.py)
 
 
 @dataclass(frozen=True)
@@ -254,20 +257,61 @@ def state_memory(shape: ModelShape, s: MemorySetup) -> StateMemory:
 
 
 def activation_values_per_token_layer(shape: ModelShape) -> int:
-    """Values one decoder layer keeps for backward per token (no gradient checkpointing)."""
-    return 4 * shape.hidden_size + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * shape.intermediate_size
+    """Values one decoder layer saves for backward per token (no gradient checkpointing).
+
+    Counted from what autograd saves in transformers' Llama-style decoder layer (a
+    `saved_tensors_hooks` census, tests/distributed/test_plan_memory.py): each RMSNorm keeps its
+    input, its normalised input and its output (3h, twice); attention keeps the rotated queries,
+    the attention output and the output projection's input (3q) and the rotated keys and the
+    values (2kv); the SwiGLU MLP keeps gate, SiLU(gate), up and their product (4i)."""
+    return 6 * shape.hidden_size + 3 * shape.q_dim + 2 * shape.kv_dim + 4 * shape.intermediate_size
+
+
+def compute_precision(engine: str, dtype: str) -> str:
+    """How a step computes: fp32; autocast (fp32 weights, bf16/fp16 matmuls: the plain engine,
+    sft/build.py); half (weights in bf16/fp16: DeepSpeed, FSDP2's mixed-precision policy)."""
+    if dtype == "fp32":
+        return "fp32"
+    return "autocast" if engine == "plain" else "half"
+
+
+def activation_bytes_per_token_layer(shape: ModelShape, precision: str) -> int:
+    """Bytes of `activation_values_per_token_layer` by precision (the same census):
+    fp32 all 4 B; half keeps the two norms' fp32 normalised inputs (2h x 4 B) and the rest in
+    2 B; autocast keeps the residual stream's norms in fp32 (4h x 4 B) and bf16 copies of every
+    linear layer's input beside bf16 outputs (4h + 4q + 2kv + 4i x 2 B)."""
+    h, q, kv, i = shape.hidden_size, shape.q_dim, shape.kv_dim, shape.intermediate_size
+    if precision == "fp32":
+        return 4 * activation_values_per_token_layer(shape)
+    if precision == "half":
+        return 4 * 2 * h + 2 * (4 * h + 3 * q + 2 * kv + 4 * i)
+    return 4 * 4 * h + 2 * (4 * h + 4 * q + 2 * kv + 4 * i)
 
 
 def activation_memory(
-    shape: ModelShape, rows: int, row_length: int, dtype: str, checkpointing: bool
+    shape: ModelShape,
+    rows: int,
+    row_length: int,
+    dtype: str,
+    checkpointing: bool,
+    engine: str = "deepspeed",
 ) -> float:
-    """Bytes of saved activations of the decoder layers for one micro-batch of rows x row_length."""
+    """Bytes of saved activations of the decoder layers for one micro-batch of rows x row_length,
+    plus the layer in backward: its activation gradients, about one layer's saved set (two with
+    checkpointing: the recomputed set and its gradients). Under autocast, the bf16 copies of the
+    weights that the forward casts are saved too (every layer's, or one layer's under
+    checkpointing, and the output head's)."""
     tokens = rows * row_length
-    b = 2 if dtype != "fp32" else 4
-    per_layer = activation_values_per_token_layer(shape) * tokens * b
+    precision = compute_precision(engine, dtype)
+    per_layer = activation_bytes_per_token_layer(shape, precision) * tokens
+    casts = 0.0
+    if precision == "autocast":
+        layers_cast = 1 if checkpointing else shape.num_layers
+        casts = 2.0 * (layers_cast * shape.layer_params() + shape.lm_head_size())
     if checkpointing:
-        return shape.num_layers * shape.hidden_size * tokens * b + per_layer
-    return shape.num_layers * per_layer
+        residual = 2 if precision == "half" else 4
+        return shape.num_layers * shape.hidden_size * tokens * residual + 2 * per_layer + casts
+    return (shape.num_layers + 1) * per_layer + casts
 
 
 def logits_memory(
@@ -281,7 +325,9 @@ def logits_memory(
 ) -> float:
     """Bytes the loss needs beyond the weights' own gradients (sft/loss.py), by `impl`:
 
-    full:    the logits at supervised positions, model-dtype, their fp32 copy and its grad.
+    full:    the logits at supervised positions: at the start of backward the fp32 log-softmax
+             cross-entropy saved, its gradient and the logits' gradient, 12 B per value in any
+             precision (measured: 11.9-12.0 B for fp32 and bf16 heads).
     chunked: one chunk of logits (model dtype, fp32 copy, model-dtype grad: bf16 2+4+2, fp32 4)
              plus the LM head's weight gradient made in forward and held until backward.
     auto:    the smaller of the two (the loss picks per micro-batch, sft/loss.py `cheaper_impl`).
@@ -297,8 +343,7 @@ def logits_memory(
         per_value = (2 + 4 + 2) if dtype != "fp32" else 4
         b = 2 if dtype != "fp32" else 4
         return min(kept, chunk_tokens) * shape.vocab_size * per_value + shape.lm_head_size() * b
-    per_value = (2 + 4 + 4) if dtype != "fp32" else (4 + 4)
-    return kept * shape.vocab_size * per_value
+    return kept * shape.vocab_size * 12
 
 
 def peak_memory(
@@ -314,7 +359,7 @@ def peak_memory(
 ) -> float:
     """Bytes per GPU at the peak of a step on micro-batches of rows x row_length: the states on the
     device, the activations and the loss (what `sft-plan` prints as the total)."""
-    act = activation_memory(shape, rows, row_length, setup.dtype, checkpointing)
+    act = activation_memory(shape, rows, row_length, setup.dtype, checkpointing, setup.engine)
     loss = logits_memory(
         shape, rows, row_length, setup.dtype, supervised_fraction, loss_impl, chunk_tokens
     )

@@ -98,7 +98,7 @@ def test_offload_moves_states_to_cpu():
 def test_bytes_per_param_follow_the_engine():
     assert bytes_per_param("deepspeed", "bf16") == (2, 2, 12)
     assert bytes_per_param("fsdp2", "bf16") == (4, 4, 8)
-    assert bytes_per_param("plain", "bf16") == (2, 2, 4)
+    assert bytes_per_param("plain", "bf16") == (4, 4, 8)  # fp32 master weights, bf16 autocast
     assert bytes_per_param("plain", "fp32") == bytes_per_param("deepspeed", "fp32") == (4, 4, 8)
     ddp = setup_from_config("ddp", 0, "bf16", 8, None)
     assert (ddp.engine, ddp.zero_stage) == ("plain", 0)
@@ -116,21 +116,87 @@ def test_invalid_setups_are_refused():
 
 def test_activations_by_hand():
     tiny = resolve_shape("tiny", 64, 2)  # h 64, q 64, kv 32, i 128
-    per_token_layer = 4 * 64 + 2 * 64 + 2 * 32 + 4 * 128
-    assert per_token_layer == 960
+    per_token_layer = 6 * 64 + 3 * 64 + 2 * 32 + 4 * 128
+    assert per_token_layer == 1152
+    # saved set of every layer + the layer in backward (its activation gradients)
     full = activation_memory(tiny, rows=2, row_length=100, dtype="fp32", checkpointing=False)
-    assert full == 2 * 960 * 200 * 4 == 1_536_000
+    assert full == 3 * 1152 * 200 * 4 == 2_764_800
+    # checkpointing: each layer's input + the recomputed layer's set and its gradients
     ckpt = activation_memory(tiny, rows=2, row_length=100, dtype="fp32", checkpointing=True)
-    assert ckpt == 2 * 64 * 200 * 4 + 960 * 200 * 4 == 870_400
-    assert activation_memory(tiny, 2, 100, "bf16", False) == full / 2
-    # 8B, 2 x 4096 bf16: 83,968 values per token per layer, 32 layers -> 41 GiB without checkpointing
-    assert activation_memory(LLAMA3_8B, 2, 4096, "bf16", False) == 32 * 83_968 * 8192 * 2
+    assert ckpt == 2 * 64 * 200 * 4 + 2 * 1152 * 200 * 4 == 1_945_600
+    # bf16 weights (DeepSpeed): the norms' fp32 normalised inputs, the rest in 2 bytes
+    half = 4 * 2 * 64 + 2 * (4 * 64 + 3 * 64 + 2 * 32 + 4 * 128)
+    assert activation_memory(tiny, 2, 100, "bf16", False, "deepspeed") == 3 * half * 200
+    # autocast (plain engine): fp32 residual norms, bf16 linear inputs, bf16 copies of the weights
+    auto = 4 * 4 * 64 + 2 * (4 * 64 + 4 * 64 + 2 * 32 + 4 * 128)
+    casts = 2 * (2 * tiny.layer_params() + tiny.lm_head_size())
+    assert activation_memory(tiny, 2, 100, "bf16", False, "plain") == 3 * auto * 200 + casts
+    # 8B, 2 x 4096 bf16 under DeepSpeed: 32 + 1 layers x 8,192 tokens x 208,896 bytes (~53 GiB)
+    h, q, kv, i = 4096, 4096, 1024, 14336
+    per = 4 * 2 * h + 2 * (4 * h + 3 * q + 2 * kv + 4 * i)
+    assert per == 208_896
+    assert activation_memory(LLAMA3_8B, 2, 4096, "bf16", False) == 33 * per * 8192
+
+
+@pytest.mark.parametrize("precision", ["fp32", "autocast", "half"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_activation_model_matches_what_autograd_saves(precision, checkpointing):
+    """The per-layer census behind `activation_bytes_per_token_layer`, redone on the real
+    transformers Llama layer: bytes autograd saves in one forward (weights excluded)."""
+    import contextlib
+
+    import torch
+
+    from sft.models.build import load_model
+    from sft.plan_memory import activation_bytes_per_token_layer
+
+    shape = resolve_shape("tiny", 128, 3)
+    dtype = "bf16" if precision == "half" else "fp32"
+    model = load_model(
+        "tiny", dtype=dtype, attn_implementation="varlen", gradient_checkpointing=checkpointing,
+        tiny_hidden_size=128, tiny_layers=3, vocab_size=shape.vocab_size,
+    )  # fmt: skip
+    model.train()
+    length = 256
+    ids = torch.randint(0, shape.vocab_size, (1, length))
+    pos = (torch.arange(length) % 64)[None]  # four packed samples
+    cu = torch.arange(0, length + 1, 64, dtype=torch.int32)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            saved[s.data_ptr()] = max(saved.get(s.data_ptr(), 0), s.nbytes())
+        return t
+
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision == "autocast"
+        else contextlib.nullcontext()
+    )
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        model.model(
+            input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+            max_length_q=64, max_length_k=64,
+        )  # fmt: skip
+    per_layer = activation_bytes_per_token_layer(shape, precision) * length
+    if checkpointing:  # only each layer's input is kept (in the residual stream's dtype)
+        expected = shape.num_layers * shape.hidden_size * length * (2 if dtype == "bf16" else 4)
+    else:
+        casts = 2 * shape.layer_params() if precision == "autocast" else 0
+        expected = shape.num_layers * (per_layer + casts)
+    measured = sum(saved.values())
+    # beyond the decoder layers: the final norm's fp32 tensors (at most 3h) and the rotary tables
+    beyond = 3 * shape.hidden_size * length * 4 + 2 * length * shape.head_dim * 4
+    assert expected <= measured <= expected + beyond, (measured, expected)
 
 
 def test_logits_only_at_supervised_positions():
     tiny = resolve_shape("tiny", 64, 2)
-    assert logits_memory(tiny, 2, 100, "fp32", 0.5) == 100 * 259 * 8
-    assert logits_memory(tiny, 2, 100, "bf16", 1.0) == 200 * 259 * 10
+    # full: log-softmax output, its gradient and the logits' gradient, fp32 (12 B per value)
+    assert logits_memory(tiny, 2, 100, "fp32", 0.5) == 100 * 259 * 12
+    assert logits_memory(tiny, 2, 100, "bf16", 1.0) == 200 * 259 * 12
     # chunked: one chunk of logits (never more than the targets) + the head's weight gradient
     head = 259 * tiny.hidden_size
     assert logits_memory(tiny, 2, 100, "fp32", 0.5, "chunked", 30) == 30 * 259 * 4 + head * 4
