@@ -2,7 +2,7 @@
 
     MFU = model FLOPs of the run's real tokens / wall seconds / the machine's measured peak
 
-Model FLOPs are `sft.plan_memory.train_flops` for what the run had to compute to train its real
+Model FLOPs are `sft.plan_steps.train_flops` for what the run had to compute to train its real
 tokens: 6 x body weights x real tokens, the LM head at supervised positions only (the loss keeps
 only those), and causal attention within every sample (6 x layers x q x sum of squared sample
 lengths). Pads, and attention across the samples of a packed row, are work a setup chooses to do
@@ -41,7 +41,7 @@ def gemm_peak_flops(threads: int, n: int = 2048, repeats: int = 8) -> float:
 
 def model_flops(shape, steps: list[dict]) -> float:
     """Model FLOPs of `steps` (each: `rows` of sample lengths, `supervised_tokens`)."""
-    from sft.plan_memory import train_flops
+    from sft.plan_steps import train_flops
 
     real = sum(n for s in steps for row in s["rows"] for n in row)
     attention_sq = sum(n * n for s in steps for row in s["rows"] for n in row)

@@ -19,14 +19,8 @@ from sft.batching import padding_and_packing
 from sft.data.targets import count_targets
 from sft.errors import UserError, exit_on_user_error
 from sft.loss import resolve_impl
-from sft.plan_memory import (
-    GIB,
-    MemorySetup,
-    ModelShape,
-    epoch_estimate,
-    resolve_shape,
-    train_flops,
-)
+from sft.plan_memory import GIB, MemorySetup, ModelShape, resolve_shape
+from sft.plan_steps import epoch_estimate, train_flops
 from sft.plan_tables import fit_table, memory_table, parse_budget
 
 # ----------------------------------------------------------------------------------- CLI

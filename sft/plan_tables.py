@@ -128,7 +128,7 @@ def memory_table(
         table.add_row(
             label + (" (on CPU)" if on_cpu.get(label) else ""), str(per), *[_gib(value)] * len(cols)
         )
-    acts = [activation_memory(shape, *shapes[k], dtype, gc) for k, gc in cols]
+    acts = [activation_memory(shape, *shapes[k], dtype, gc, setup.engine) for k, gc in cols]
     logits = [
         logits_memory(shape, *shapes[k], dtype, supervised_fraction, loss_impl, chunk_tokens)
         for k, _ in cols

@@ -14,12 +14,11 @@ from sft.plan_memory import (
     MemorySetup,
     activation_memory,
     bytes_per_param,
-    epoch_estimate,
     logits_memory,
     resolve_shape,
     state_memory,
-    train_flops,
 )
+from sft.plan_steps import epoch_estimate, train_flops
 from tests.planning import batching, plan_epoch, targets_of
 
 P8 = 8_030_261_248
