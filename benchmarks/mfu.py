@@ -9,7 +9,8 @@ lengths). Pads, and attention across the samples of a packed row, are work a set
 and are not counted: a setup that computes them has a lower MFU for the same wall time, which is
 the point of the comparison. There is no datasheet peak for a shared CPU, so the peak is
 measured: the best of several fp32 matrix products (2,048 x 2,048) at the run's thread count,
-taken in the same benchmark run.
+taken in the same benchmark run, before and after its training runs (the better of the two: one
+measurement once landed in a slow moment of the shared machine, 127 against 190 GFLOP/s).
 
 Invariant: every run of one record is divided by the same peak, so MFU ratios between setups
 equal their ratios of model FLOPs per second.
