@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks.*` (and sft in a checkout) from the root
-    sys.path.insert(0, str(ROOT))
 
 
 SETUPS = {

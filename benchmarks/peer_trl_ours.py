@@ -5,14 +5,9 @@ samples, recording every micro-batch it trained and every step's wall and CPU se
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks.*` (and sft in a checkout) from the root
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.peer_trl_common import (
     IGNORE,

@@ -5,12 +5,6 @@ sides trained the same micro-batches with comparable losses, MFU, ratios and the
 from __future__ import annotations
 
 import statistics
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks.*` (and sft in a checkout) from the root
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.mfu import mfu
 from benchmarks.peer_trl_common import PAIRS

@@ -5,14 +5,9 @@ a pre-tokenized dataset, a sampler that follows our plan, every micro-batch and 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks.*` (and sft in a checkout) from the root
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.peer_trl_common import IGNORE, SETUPS, _clock, _peak_rss_mb, _step_times, digest
 
