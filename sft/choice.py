@@ -65,6 +65,30 @@ class TrainOn(Choice):
     last_assistant = "last_assistant"
 
 
+class Turns(Choice):
+    all = "all"
+    single = "single"
+    multi = "multi"
+
+
+class Combine(Choice):
+    none = "none"
+    random = "random"
+    same_tag = "same_tag"
+
+
+class LrScaling(Choice):
+    none = "none"
+    linear = "linear"
+    sqrt = "sqrt"
+
+
+class BatchBy(Choice):
+    rows = "rows"
+    samples = "samples"
+    tokens = "tokens"
+
+
 class Schedule(Choice):
     cosine = "cosine"
     linear = "linear"

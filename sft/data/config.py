@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft.choice import DataFormat, Overlong, TrainOn
+from sft.choice import Combine, DataFormat, Overlong, TrainOn, Turns
 from sft.errors import UserError
 
 
@@ -57,6 +57,16 @@ class DataConfig:
     """Rows of the built-in demo data (path="")."""
     demo_tasks: list[str] = field(default_factory=list)
     """Tasks the demo data draws from (sft/data/demo.py's TASKS); empty = the default mix (DEFAULT_TASKS)."""
+    turns: Turns = Turns.all
+    """Keep every training conversation, or only single-turn (one assistant turn) or multi-turn
+    ones (sft/data/turns.py); the others are counted in data_report.json."""
+    combine: Combine = Combine.none
+    """Combine single-turn training conversations into conversations of `combine_turns`
+    exchanges: random (a seeded shuffle) or same_tag (within each value of `combine_tag`)."""
+    combine_turns: int = 4
+    """Exchanges per combined conversation (the last of a group may hold fewer)."""
+    combine_tag: str = "source"
+    """The rows' field whose values group conversations under combine=same_tag."""
     builder: str = ""
     """"module:function" returning rows with "messages" (e.g. the NER conversions)."""
     builder_args: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +88,14 @@ class DataConfig:
             not (self.name == "demo" and self.path),
             f"data.path={self.path} with data=demo would keep the demo's settings (format, "
             "max_bad_fraction, val_fraction, max_length): use data=file data.path=...",
+        )
+        _check(
+            self.combine_turns >= 2, f"data.combine_turns must be >= 2, got {self.combine_turns}"
+        )
+        _check(
+            self.combine == Combine.none or self.train_on != TrainOn.last_assistant,
+            f"data.combine={self.combine} with data.train_on=last_assistant would train only the "
+            "last exchange of each combined conversation: use train_on=assistant",
         )
         from sft.data.demo import TASKS
 

@@ -2,6 +2,7 @@
 
     rows (file/folder/hub/demo/builder)
       -> messages (formats.py; bad rows counted by reason, fail past data.max_bad_fraction)
+      -> data.turns / data.combine (turns.py: filtered rows counted, single turns combined)
       -> ids + trained-token mask (tokenize.py; datasets.map: cached by fingerprint, num_proc, progress)
       -> flat arrays `ids`, `mask`, shifted `targets` (targets.py), per-row `offsets`
       -> pieces (row, start, end) after the overlong policy (truncate | drop | split)
@@ -37,6 +38,7 @@ from sft.data.concat import split_overlong
 from sft.data.formats import RowError, to_messages
 from sft.data.sources import BadRow, read_rows
 from sft.data.targets import has_target, row_targets
+from sft.data.turns import Conversation, shape_turns, tag_values
 from sft.errors import UserError
 
 if TYPE_CHECKING:
@@ -282,16 +284,28 @@ def prepare_data(
         sources.append(val_raw.source)
     bad: list[BadRow] = list(raw.bad)
     values = _group_values(raw.rows, group_by, n_train_rows) if group_by else None
-    msgs, where, is_val, row_values = [], [], [], []
+    tags = (
+        tag_values(raw.rows, data.combine_tag, n_train_rows) if data.combine == "same_tag" else None
+    )
+    convs = []
     for i, row in enumerate(raw.rows):
         try:
-            msgs.append(to_messages(row, data.format, data.system_prompt))
-            where.append(row["_where"])
-            is_val.append(i >= n_train_rows)
-            row_values.append(values[i] if values is not None else None)
+            convs.append(
+                Conversation(
+                    to_messages(row, data.format, data.system_prompt),
+                    row["_where"],
+                    is_val=i >= n_train_rows,
+                    group=values[i] if values is not None else None,
+                    tag=tags[i] if tags is not None else None,
+                )
+            )
         except RowError as e:
             bad.append(BadRow(row["_where"], e.reason, e.detail))
     report.rows_read = len(raw.rows) + len(raw.bad)
+    if convs and (data.turns != "all" or data.combine != "none"):  # sft/data/turns.py
+        convs = shape_turns(convs, data.turns, data.combine, data.combine_turns, seed, report)
+    msgs, where = [c.messages for c in convs], [c.where for c in convs]
+    is_val, row_values = [c.is_val for c in convs], [c.group for c in convs]
     max_bad = data.max_bad_fraction
     _check_bad(bad, report.rows_read, max_bad, sources)  # fail early: the count only grows
     if not msgs:
