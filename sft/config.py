@@ -25,10 +25,12 @@ from sft.batching import BATCHING_CONFIGS, option_class
 from sft.choice import (
     Attention,
     Backend,
+    BatchBy,
     Dtype,
     Engine,
     LossImpl,
     LossNormalization,
+    LrScaling,
     Schedule,
     TinyArch,
 )
@@ -126,6 +128,13 @@ class OptimConfig:
     """Fraction of the optimizer steps spent warming up linearly."""
     min_lr_ratio: float = 0.0
     """Floor of the decay, as a fraction of lr."""
+    lr_scaling: LrScaling = LrScaling.none
+    """Scale lr by the samples an optimizer step holds: linear (lr x S / lr_reference) or sqrt
+    (lr x sqrt(S / lr_reference)), S = the mean samples per step of epoch 0's plan (a packed step
+    holds more samples than rows); the run prints and records the lr used."""
+    lr_reference: float = 0.0
+    """Samples per step that `lr` was chosen for (0 = train.micro_batch_size x grad_accum x
+    processes: the samples of a padded step of the same sizes)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -136,6 +145,7 @@ class OptimConfig:
             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             f"optim.weight_decay must be >= 0, got {self.weight_decay}",
         )
+        _check(self.lr_reference >= 0, "optim.lr_reference must be >= 0 (0 = rows per step)")
         _check(
             0.0 <= self.warmup_ratio < 1.0,
             f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
@@ -208,7 +218,13 @@ class TrainConfig:
     micro_batch_size: int = 8
     """Rows per micro-batch and rank: samples (padding, padding_free) or packs (packing)."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step and rank."""
+    """Micro-batches per optimizer step and rank (batch_by=rows)."""
+    batch_by: BatchBy = BatchBy.rows
+    """What makes an optimizer step: rows (micro_batch_size x grad_accum x processes rows), or
+    samples / tokens (as many rounds of one micro-batch per rank as bring the step closest to
+    step_budget samples / real tokens: sft/data/step_budget.py)."""
+    step_budget: int = 0
+    """Samples or real tokens per optimizer step, all ranks (batch_by=samples|tokens)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 = no clipping)."""
     loss_normalization: LossNormalization = LossNormalization.token
@@ -257,6 +273,16 @@ class TrainConfig:
             _check(self.resume_from != "", "train.resume_from is empty; use latest, none or a PATH")
         _check(self.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
+        _check(
+            (self.batch_by == BatchBy.rows) == (self.step_budget == 0) and self.step_budget >= 0,
+            f"train.batch_by={self.batch_by} with train.step_budget={self.step_budget}: "
+            "batch_by=samples|tokens needs step_budget > 0 (samples or tokens per step), rows 0",
+        )
+        _check(
+            self.batch_by == BatchBy.rows or self.grad_accum == 1,
+            f"train.grad_accum={self.grad_accum} applies to batch_by=rows; with batch_by="
+            f"{self.batch_by} train.step_budget sets the step's size",
+        )
         _check(self.max_steps != 0, "train.max_steps must be > 0 or -1 (use train.epochs)")
         _check(self.epochs > 0, "train.epochs must be > 0")
         _check(self.log_every >= 1, "train.log_every must be >= 1")

@@ -15,6 +15,7 @@ import numpy as np
 
 from sft.batching import Batching
 from sft.data.plan import EpochPlan
+from sft.data.step_budget import micro_batch_count, regroup
 
 
 class Epochs:
@@ -31,15 +32,19 @@ class Epochs:
         epochs: float,
         max_steps: int,
         groups: np.ndarray | None = None,
+        batch_by: str = "rows",
+        step_budget: int = 0,
     ) -> None:
         self.batching = batching
         self.pieces = pieces
         self.targets = targets
         # group id per piece (collator.group_by); passed to plan only when there are groups
         self.extra = {} if groups is None else {"groups": groups}
+        # batch_by=samples|tokens: plan rounds of one micro-batch per rank, then regroup them
+        self.batch_by, self.step_budget = batch_by, step_budget
         self.sizes = {
             "micro_batch_size": micro_batch_size,
-            "grad_accum": grad_accum,
+            "grad_accum": grad_accum if batch_by == "rows" else 1,
             "world_size": world_size,
         }
         self.seed = seed
@@ -56,9 +61,10 @@ class Epochs:
     def plan(self, epoch: int) -> EpochPlan:
         if epoch not in self._plans:
             self._plans = {k: v for k, v in self._plans.items() if k == 0 or k >= epoch - 1}
-            self._plans[epoch] = self.batching.plan(
+            plan = self.batching.plan(
                 self.pieces, self.targets, seed=self.seed, epoch=epoch, **self.sizes, **self.extra
             )
+            self._plans[epoch] = regroup(plan, self.batch_by, self.step_budget)
         return self._plans[epoch]
 
     def steps_in(self, epoch: int) -> int:
@@ -66,6 +72,12 @@ class Epochs:
         if epoch not in self._steps:
             self._steps[epoch] = len(self.plan(epoch))
         return self._steps[epoch]
+
+    def samples_per_step(self, epoch: int = 0) -> float:
+        """Mean samples per optimizer step of an epoch (as the trainer counts them)."""
+        steps = self.plan(epoch).steps
+        n = sum(micro_batch_count(mb, "samples") for st in steps for rank in st for mb in rank)
+        return n / max(len(steps), 1)
 
     def locate(self, step: int) -> tuple[int, int]:
         """(epoch, index in that epoch) of the 0-based optimizer step `step`."""

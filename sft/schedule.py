@@ -26,3 +26,9 @@ def warmup_then_decay(kind: str, warmup: int, total: int, floor: float) -> Calla
         return floor + (1 - floor) * f
 
     return factor
+
+
+def scaled_lr(lr: float, scaling: str, samples_per_step: float, reference: float) -> float:
+    """`optim.lr_scaling`: lr x (samples_per_step / reference) ** {none: 0, linear: 1, sqrt: 1/2}."""
+    power = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}[str(scaling)]
+    return lr * (samples_per_step / reference) ** power

@@ -18,6 +18,7 @@ padding_free, for any micro-batch split or number of processes (tests/test_loss_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -40,6 +41,7 @@ from sft.memory_check import check_run_memory
 from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
 from sft.run_log import RunLog, StepCounts, StepResult, peak_memory_mb, preempted_line
+from sft.schedule import scaled_lr
 from sft.stop import EXIT_INTERRUPTED, StopRequest
 
 log = logging.getLogger("sft")
@@ -99,11 +101,14 @@ class Recipe:
             epochs=t.epochs,
             max_steps=t.max_steps,
             groups=self.data.groups,
+            batch_by=t.batch_by,
+            step_budget=t.step_budget,
         )
         self.total_steps = self.epochs.total_steps
+        self.optim = self._scaled_optim()  # optim.lr_scaling: the lr this run uses
         self.model, self.optimizer, self.scheduler = build_optimizer(
             self.model,
-            cfg.optim,
+            self.optim,
             engine=eng,
             expected_engine=eng.kind,
             total_steps=self.total_steps,
@@ -133,7 +138,7 @@ class Recipe:
             scheduler=self.scheduler,
             locate=self.epochs.locate,
             total_steps=self.total_steps,
-            optim=cfg.optim,
+            optim=self.optim,
             allow_changes=t.allow_config_change,
         )
         self.log = RunLog(
@@ -148,6 +153,27 @@ class Recipe:
             progress=t.progress,
             record_samples=t.record_samples,
         )
+
+    def _scaled_optim(self):
+        """cfg.optim with the lr `optim.lr_scaling` gives for epoch 0's samples per step."""
+        o, t = self.cfg.optim, self.cfg.train
+        per_step = self.epochs.samples_per_step(0)
+        ref = o.lr_reference or t.micro_batch_size * t.grad_accum * self.world
+        lr = scaled_lr(o.lr, o.lr_scaling, per_step, ref)
+        if self.engine.main and t.batch_by != "rows":
+            print(
+                f"[sft] train.batch_by={t.batch_by}: {per_step:.2f} samples per step on average, "
+                f"{self.total_steps} steps (train.step_budget={t.step_budget}; a step is at "
+                "least one micro-batch per rank)",
+                flush=True,
+            )
+        if self.engine.main and o.lr_scaling != "none":
+            print(
+                f"[sft] lr {lr:.4g} = {o.lr:g} x ({per_step:.2f} samples/step / {ref:g}) ^ "
+                f"{'1' if o.lr_scaling == 'linear' else '1/2'} (optim.lr_scaling={o.lr_scaling})",
+                flush=True,
+            )
+        return dataclasses.replace(o, lr=lr)
 
     # ----------------------------------------------------------------------------- loop
     def train(self) -> int:
@@ -338,6 +364,9 @@ class Recipe:
             "steps": self.step,
             "epochs": round(self.step / max(len(plan0), 1), 4),
             "steps_per_epoch": len(plan0),
+            "samples_per_step": round(self.epochs.samples_per_step(0), 3),
+            "lr": self.optim.lr,
+            "batch_by": self.cfg.train.batch_by,
             "world_size": self.world,
             "engine": self.engine.kind,
             "pack_efficiency": plan0.pack_efficiency,
