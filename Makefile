@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,dev,deepspeed,eval,ner,trackers
+EXTRAS ?= cpu,dev,deepspeed,eval,ner,trackers,slurm
 DEMO_ARGS ?=
 GPU_PY ?= python3
 GPU_CHECK_ARGS ?=

@@ -58,6 +58,24 @@ class Epochs:
                 frac * self.steps_in(full)
             )
 
+    @classmethod
+    def for_run(cls, batching: Batching, data, train, world_size: int, seed: int) -> Epochs:
+        """The epochs of a run: its prepared data (sft/data/dataset.py) under `train.*` sizes."""
+        return cls(
+            batching,
+            data.train,
+            data.tokens.targets,
+            micro_batch_size=train.micro_batch_size,
+            grad_accum=train.grad_accum,
+            world_size=world_size,
+            seed=seed,
+            epochs=train.epochs,
+            max_steps=train.max_steps,
+            groups=data.groups,
+            batch_by=train.batch_by,
+            step_budget=train.step_budget,
+        )
+
     def plan(self, epoch: int) -> EpochPlan:
         if epoch not in self._plans:
             self._plans = {k: v for k, v in self._plans.items() if k == 0 or k >= epoch - 1}

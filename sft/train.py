@@ -109,8 +109,16 @@ def train_job(cfg: DictConfig, hooks: StepHooks | None = None) -> int:
 def run(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    label = " ".join(HydraConfig.get().overrides.task) or "(defaults)"
-    _JOBS.append((label, train_job(cfg, _HOOKS[0] if _HOOKS else None)))
+    hc = HydraConfig.get()
+    label = " ".join(hc.overrides.task) or "(defaults)"
+    code = train_job(cfg, _HOOKS[0] if _HOOKS else None)
+    _JOBS.append((label, code))
+    if (
+        str(hc.mode) == "RunMode.MULTIRUN"
+    ):  # read back by the sweep when a launcher ran it elsewhere
+        from sft.sweep import write_exit_code
+
+        write_exit_code(Path(hc.runtime.output_dir), code)
 
 
 def verify_checkpoint(path: str) -> int:
@@ -134,11 +142,15 @@ def main(hooks: StepHooks | None = None) -> None:
     _HOOKS[:] = [hooks] if hooks is not None else []
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us: one line, not Hydra's text
     sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    jobs, sweep_dir = [], ""
     try:
         if sweep:  # every job composes and validates before the first one starts
-            from sft.sweep import precheck
+            from datetime import datetime
 
-            precheck([a for a in sys.argv[1:] if not a.startswith("-")])
+            from sft.sweep import pin_sweep_dir, precheck
+
+            jobs, experiment = precheck([a for a in sys.argv[1:] if not a.startswith("-")])
+            sweep_dir = pin_sweep_dir(sys.argv, experiment, os.environ, datetime.now())
         pin_hydra_run_dir(sys.argv)
         run()
     except UserError as e:
@@ -151,6 +163,10 @@ def main(hooks: StepHooks | None = None) -> None:
         print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
     if sweep:
+        if not _JOBS and jobs:  # a launcher ran the jobs elsewhere (hydra/launcher=slurm)
+            from sft.sweep import job_exit_codes
+
+            _JOBS[:] = job_exit_codes(Path(sweep_dir), jobs)
         print_sweep_table(_JOBS)
     sys.exit(next((code for _, code in _JOBS if code != 0), 0))
 

@@ -18,7 +18,6 @@ padding_free, for any micro-batch split or number of processes (tests/test_loss_
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import time
@@ -41,7 +40,7 @@ from sft.memory_check import check_run_memory
 from sft.models.build import load_tokenizer
 from sft.outputs import export_hf, run_benchmarks
 from sft.run_log import RunLog, StepCounts, StepResult, peak_memory_mb, preempted_line
-from sft.schedule import scaled_lr
+from sft.schedule import scaled_optim
 from sft.stop import EXIT_INTERRUPTED, StopRequest
 
 log = logging.getLogger("sft")
@@ -90,22 +89,11 @@ class Recipe:
             self.data = prepare_data(self.tokenizer, d, cfg.seed, progress=eng.main, group_by=gb)
         self.collate = self.batching.collator(self.tokenizer.pad_token_id, self.attn)
         check_run_memory(cfg, eng, self.batching, self.data, self.loss_impl)  # or refuse now
-        self.epochs = Epochs(
-            self.batching,
-            self.data.train,
-            self.data.tokens.targets,
-            micro_batch_size=t.micro_batch_size,
-            grad_accum=t.grad_accum,
-            world_size=self.world,
-            seed=cfg.seed,
-            epochs=t.epochs,
-            max_steps=t.max_steps,
-            groups=self.data.groups,
-            batch_by=t.batch_by,
-            step_budget=t.step_budget,
-        )
+        self.epochs = Epochs.for_run(self.batching, self.data, t, self.world, cfg.seed)
         self.total_steps = self.epochs.total_steps
-        self.optim = self._scaled_optim()  # optim.lr_scaling: the lr this run uses
+        self.optim = scaled_optim(  # optim.lr_scaling: the lr this run uses
+            cfg.optim, t, self.epochs.samples_per_step(0), self.world, self.total_steps, eng.main
+        )
         self.model, self.optimizer, self.scheduler = build_optimizer(
             self.model,
             self.optim,
@@ -153,27 +141,6 @@ class Recipe:
             progress=t.progress,
             record_samples=t.record_samples,
         )
-
-    def _scaled_optim(self):
-        """cfg.optim with the lr `optim.lr_scaling` gives for epoch 0's samples per step."""
-        o, t = self.cfg.optim, self.cfg.train
-        per_step = self.epochs.samples_per_step(0)
-        ref = o.lr_reference or t.micro_batch_size * t.grad_accum * self.world
-        lr = scaled_lr(o.lr, o.lr_scaling, per_step, ref)
-        if self.engine.main and t.batch_by != "rows":
-            print(
-                f"[sft] train.batch_by={t.batch_by}: {per_step:.2f} samples per step on average, "
-                f"{self.total_steps} steps (train.step_budget={t.step_budget}; a step is at "
-                "least one micro-batch per rank)",
-                flush=True,
-            )
-        if self.engine.main and o.lr_scaling != "none":
-            print(
-                f"[sft] lr {lr:.4g} = {o.lr:g} x ({per_step:.2f} samples/step / {ref:g}) ^ "
-                f"{'1' if o.lr_scaling == 'linear' else '1/2'} (optim.lr_scaling={o.lr_scaling})",
-                flush=True,
-            )
-        return dataclasses.replace(o, lr=lr)
 
     # ----------------------------------------------------------------------------- loop
     def train(self) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sft.errors import UserError
 from sft.report import figures
+from sft.report.groups import group_table, write_groups
 from sft.report.runs import Run, load_run
 from sft.report.tables import benchmark_table, ordered_columns, ordered_tasks, run_table
 
@@ -61,9 +62,13 @@ def _notes(runs: list[Run]) -> list[str]:
 
 
 def build_report(
-    run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, smooth: float = 0.8
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    smooth: float = 0.8,
+    by: Sequence[str] = (),
 ) -> Path:
-    """Write `out_dir/report.md` and its figures for `run_dirs`; return the report's path."""
+    """Write `out_dir/report.md` and its figures for `run_dirs`; return the report's path.
+    `by`: config keys whose values group the runs (sft/report/groups.py)."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     if not 0 <= smooth < 1:
@@ -101,6 +106,13 @@ def build_report(
             "padding / tokens computed; pack efficiency = real tokens / packed-row capacity."
         ),
     ]
+    if by:
+        written = write_groups(runs, by, out)
+        lines += ["", f"## Groups (by {', '.join(by)})", "", group_table(runs, by), ""]
+        note = "Mean ± sample standard deviation over the runs of each group (no spread for one "
+        lines += [note + "run); `runs` = how many. Also groups.csv and groups.json.", ""]
+        if out / "groups.png" in written:
+            lines += ["![groups](groups.png)", ""]
     lines += ["", "## Figures", ""]
     for title, path in made:
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]

@@ -1,6 +1,7 @@
 """`sft-report`: compare training runs in one markdown report with figures.
 
     sft-report runs/padding runs/random runs/greedy --out reports/lima
+    sft-report outputs/paper/sweep-1/* --by collator.strategy --out reports/seeds   # mean, std
 
 Invariant: option parsing only; the work is `sft.report.build.build_report`.
 """
@@ -26,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.8,
         help="EMA weight for the training-loss curves, 0 = raw only (default 0.8)",
     )
+    p.add_argument(
+        "--by",
+        default="",
+        help="config keys grouping the runs, e.g. collator.strategy,seed: a table of each "
+        "metric's mean and spread per group (groups.csv/json/png)",
+    )
     return p
 
 
@@ -34,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from sft.report.build import build_report
 
-    report = build_report(args.runs, args.out, smooth=args.smooth)
+    by = [k.strip() for k in args.by.split(",") if k.strip()]
+    report = build_report(args.runs, args.out, smooth=args.smooth, by=by)
     print(f"report: {report}")
 
 

@@ -205,3 +205,38 @@ def test_sweep_submits_one_job_per_value_and_both_finish(slurm_cluster, tmp_path
         summary = json.loads((tmp_path / "default" / job_id / "summary.json").read_text())
         assert summary["collator"] == words.split()[0].split("=")[1]
         assert summary["steps"] == 3 and summary["exit_code"] == 0
+
+
+def _hydra_sweep(slurm_cluster, sweep_dir: Path, overrides: list[str], env: dict):
+    """`sft-train -m hydra/launcher=slurm ...` (configs/hydra/launcher/slurm.yaml) from here."""
+    return slurm_cluster.run(
+        [sys.executable, "sft/train.py", "-m", "hydra/launcher=slurm",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+         f"hydra.sweep.dir={sweep_dir}", *TINY, "train.max_steps=3", *overrides],
+        env=env, timeout=400, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_hydra_submitit_sweep_runs_every_job_on_slurm_and_reports_exit_codes(
+    slurm_cluster, tmp_path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra")
+    env = {**job_env(tmp_path)}
+    env.pop("ACCELERATE_USE_CPU")  # one plain process per job: no accelerate launcher
+    sweep = tmp_path / "sweep"
+    done = _hydra_sweep(slurm_cluster, sweep, ["collator=padding,packing"], env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "sweep: 2 job(s), 0 failed" in done.stdout
+    for n, collator in enumerate(["padding", "packing"]):
+        (job_dir,) = sweep.glob(f"{n}-*")
+        summary = json.loads((job_dir / "summary.json").read_text())
+        assert summary["collator"] == collator and summary["exit_code"] == 0
+        assert summary["steps"] == 3
+    assert list((sweep / ".submitit").iterdir()), "submitit's job folders live in the sweep dir"
+    # one job fails at run time (no sample fits 4 tokens): the sweep says so and exits non-zero
+    sweep = tmp_path / "sweep-fail"
+    done = _hydra_sweep(slurm_cluster, sweep, ["collator=padding", "data.max_length=4,1280"], env)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "sweep: 2 job(s), 1 failed" in done.stdout
+    assert [(d / "exit_code").read_text() for d in sorted(sweep.glob("[01]-*"))] == ["2\n", "0\n"]
