@@ -113,9 +113,7 @@ def run(cfg: DictConfig) -> None:
     label = " ".join(hc.overrides.task) or "(defaults)"
     code = train_job(cfg, _HOOKS[0] if _HOOKS else None)
     _JOBS.append((label, code))
-    if (
-        str(hc.mode) == "RunMode.MULTIRUN"
-    ):  # read back by the sweep when a launcher ran it elsewhere
+    if str(hc.mode) == "RunMode.MULTIRUN":  # a launcher may run it elsewhere: leave the code
         from sft.sweep import write_exit_code
 
         write_exit_code(Path(hc.runtime.output_dir), code)
