@@ -76,8 +76,9 @@ def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """The composed DictConfig (run_dir must be set by an override when not under Hydra's app)."""
+def compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """The composed DictConfig (run_dir must be set by an override when not under Hydra's app);
+    `hydra_config` keeps the `hydra` node (sweep dir, launcher)."""
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -85,7 +86,9 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
-            return hcompose(config_name="train", overrides=list(overrides))
+            return hcompose(
+                config_name="train", overrides=list(overrides), return_hydra_config=hydra_config
+            )
         except Exception as e:
             line = error_line(e)
             if line is None:

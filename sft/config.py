@@ -273,8 +273,9 @@ class TrainConfig:
             _check(self.resume_from != "", "train.resume_from is empty; use latest, none or a PATH")
         _check(self.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
+        budget_ok = self.step_budget == 0 if self.batch_by == BatchBy.rows else self.step_budget > 0
         _check(
-            (self.batch_by == BatchBy.rows) == (self.step_budget == 0) and self.step_budget >= 0,
+            budget_ok,
             f"train.batch_by={self.batch_by} with train.step_budget={self.step_budget}: "
             "batch_by=samples|tokens needs step_budget > 0 (samples or tokens per step), rows 0",
         )

@@ -13,8 +13,7 @@ Invariant: every job of a sweep composes and validates before the first one star
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 from sft.errors import UserError
@@ -34,40 +33,38 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def precheck(overrides: Sequence[str]) -> tuple[list[list[str]], str]:
+def precheck(overrides: Sequence[str]) -> list[list[str]]:
     """Compose and validate every job of a sweep; raise one line naming the first bad job.
-    Returns the jobs' overrides and the first job's `experiment`."""
+    Returns the jobs' overrides."""
     from sft.cli_config import compose_job
 
-    own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    jobs = sweep_jobs(own)
-    experiment = "default"
+    jobs = sweep_jobs([o for o in overrides if not _is_hydra(o)])
     for n, job in enumerate(jobs):
         try:
-            cfg, _ = compose_job([*job, "run_dir=/tmp/sft-sweep-precheck"])
+            compose_job([*job, "run_dir=/tmp/sft-sweep-precheck"])
         except UserError as e:
             raise UserError(f"sweep job {n} ({' '.join(job)}): {e}") from None
-        experiment = cfg.experiment if n == 0 else experiment
-    return jobs, experiment
+    return jobs
 
 
-def pinned_sweep_dir(experiment: str, env: Mapping[str, str], now: datetime) -> str:
-    """The sweep folder as configs/train.yaml names it, resolved once, here: a remote launcher
+def _is_hydra(override: str) -> bool:
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def pin_sweep_dir(argv: list[str], first_job: Sequence[str]) -> str:
+    """Resolve `hydra.sweep.dir` once, here, and pin it in argv: a remote launcher
     (hydra/launcher=slurm) resolves the config again in every job, where `now` and SLURM_JOB_ID
-    differ, so the jobs would land in folders of their own."""
-    stamp = env.get("SLURM_JOB_ID") or f"{now:%Y%m%d-%H%M%S}"
-    return f"outputs/{experiment}/sweep-{stamp}"
+    differ, so the jobs would land in folders of their own. Returns the folder."""
+    from omegaconf import OmegaConf
 
+    from sft.cli_config import compose
 
-def pin_sweep_dir(argv: list[str], experiment: str, env: Mapping[str, str], now: datetime) -> str:
-    """The sweep's folder: `hydra.sweep.dir=` when given, else `pinned_sweep_dir` (appended to
-    argv for Hydra)."""
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("hydra.sweep.dir=")]
-    if given:
-        return given[-1]
-    pinned = pinned_sweep_dir(experiment, env, now)
-    argv.append(f"hydra.sweep.dir={pinned}")
-    return pinned
+    hydra_args = [a for a in argv[1:] if not a.startswith("-") and _is_hydra(a)]
+    cfg = compose([*first_job, *hydra_args, "run_dir=/tmp/sft-sweep-precheck"], hydra_config=True)
+    folder = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+    argv[:] = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
+    argv.append(f"hydra.sweep.dir={folder}")
+    return folder
 
 
 EXIT_FILE = "exit_code"  # in every sweep job's output dir: the job's exit code, as text

@@ -143,12 +143,10 @@ def main(hooks: StepHooks | None = None) -> None:
     jobs, sweep_dir = [], ""
     try:
         if sweep:  # every job composes and validates before the first one starts
-            from datetime import datetime
-
             from sft.sweep import pin_sweep_dir, precheck
 
-            jobs, experiment = precheck([a for a in sys.argv[1:] if not a.startswith("-")])
-            sweep_dir = pin_sweep_dir(sys.argv, experiment, os.environ, datetime.now())
+            jobs = precheck([a for a in sys.argv[1:] if not a.startswith("-")])
+            sweep_dir = pin_sweep_dir(sys.argv, jobs[0])
         pin_hydra_run_dir(sys.argv)
         run()
     except UserError as e:

@@ -38,7 +38,7 @@ from sft.data.concat import split_overlong
 from sft.data.formats import RowError, to_messages
 from sft.data.sources import BadRow, read_rows
 from sft.data.targets import has_target, row_targets
-from sft.data.turns import Conversation, shape_turns, tag_values
+from sft.data.turns import Conversation, shape_turns
 from sft.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,9 +94,9 @@ class PreparedData:
     group_names: list[str] = field(default_factory=list)  # the FIELD value of each group id
 
 
-def _group_values(rows: list[dict], field_name: str, n_train_rows: int) -> list:
+def _field_values(rows: list[dict], field_name: str, n_train_rows: int, option: str) -> list:
     """The value of `field_name` in every row (None for validation rows that lack it); a
-    training row without it is a one-line error naming the row."""
+    training row without it is a one-line error naming the row and the `option` needing it."""
     values = []
     for i, row in enumerate(rows):
         if field_name in row and row[field_name] is not None:
@@ -104,8 +104,8 @@ def _group_values(rows: list[dict], field_name: str, n_train_rows: int) -> list:
         elif i < n_train_rows:
             keys = ", ".join(sorted(k for k in row if not k.startswith("_"))[:8])
             raise UserError(
-                f"{row['_where']}: row has no field {field_name!r} for collator.group_by="
-                f"{field_name} (its fields: {keys})"
+                f"{row['_where']}: row has no field {field_name!r} for {option} "
+                f"(its fields: {keys})"
             )
         else:
             values.append(None)
@@ -283,10 +283,12 @@ def prepare_data(
         raw.bad = raw.bad + val_raw.bad
         sources.append(val_raw.source)
     bad: list[BadRow] = list(raw.bad)
-    values = _group_values(raw.rows, group_by, n_train_rows) if group_by else None
-    tags = (
-        tag_values(raw.rows, data.combine_tag, n_train_rows) if data.combine == "same_tag" else None
-    )
+    values = tags = None
+    if group_by:
+        values = _field_values(raw.rows, group_by, n_train_rows, f"collator.group_by={group_by}")
+    if data.combine == "same_tag":
+        option = f"data.combine=same_tag data.combine_tag={data.combine_tag}"
+        tags = _field_values(raw.rows, data.combine_tag, n_train_rows, option)
     convs = []
     for i, row in enumerate(raw.rows):
         try:

@@ -86,7 +86,7 @@ def combine(
     """Combine the single-turn training conversations (see the module docstring); returns the
     conversations in a stable order (untouched ones first, as read) and how many members were
     merged into a conversation other than their own (rows read - rows out)."""
-    if mode == "none" or turns < 2:
+    if mode == "none":
         return convs, 0
     rest, parts = [], defaultdict(list)
     for i, c in enumerate(convs):
@@ -105,24 +105,6 @@ def combine(
             out.append(_merge(members) if len(members) > 1 else members[0])
             merged += len(members) - 1
     return out, merged
-
-
-def tag_values(rows: list[dict], field_name: str, n_train_rows: int) -> list:
-    """Every training row's value of `field_name` (None for validation rows); a training row
-    without it is a one-line error naming the row."""
-    values = []
-    for i, row in enumerate(rows):
-        if i >= n_train_rows:
-            values.append(None)
-        elif row.get(field_name) is None:
-            keys = ", ".join(sorted(k for k in row if not k.startswith("_"))[:8])
-            raise UserError(
-                f"{row['_where']}: row has no field {field_name!r} for data.combine=same_tag "
-                f"data.combine_tag={field_name} (its fields: {keys})"
-            )
-        else:
-            values.append(row[field_name])
-    return values
 
 
 def shape_turns(convs: list[Conversation], turns: str, mode: str, k: int, seed: int, report):

@@ -104,7 +104,10 @@ def test_prepare_data_counts_every_row(tiny_tokenizer, tmp_path):
 
 def test_prepare_data_refusals(tiny_tokenizer, tmp_path):
     path = _write(tmp_path / "d.jsonl", [{"messages": _conv(0).messages}])
-    with pytest.raises(UserError, match=r"d.jsonl:1: row has no field 'source'"):
+    with pytest.raises(
+        UserError,
+        match=r"d.jsonl:1: row has no field 'source' for data.combine=same_tag data.combine_tag=source",
+    ):
         prepare_data(tiny_tokenizer, DataConfig(path=path, combine="same_tag"), progress=False)
     with pytest.raises(UserError, match="data.turns=multi keeps no training conversation"):
         prepare_data(tiny_tokenizer, DataConfig(path=path, turns="multi"), progress=False)
