@@ -9,10 +9,14 @@ Invariant: the returned engine is the one `distributed.*` names, or a one-line U
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -54,6 +58,9 @@ class Engine:
         if self.world > 1:
             t = self.accelerator.reduce(t, reduction="sum")
         return t.tolist()
+
+
+_GROUPS_LIVED = [False]  # a multi-process group was set up in this process (see end_process)
 
 
 def _use_cpu_env() -> bool:
@@ -120,6 +127,8 @@ def setup_engine(
         conf["gradient_clipping"] = max_grad_norm
         conf.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
     set_seed(seed)
+    if acc.num_processes > 1:
+        _GROUPS_LIVED[0] = True
     if acc.is_main_process:
         how = "found: distributed=auto" if engine == "auto" else f"distributed={engine}, checked"
         stage = f", ZeRO stage {ds.zero_stage}" if ds is not None else ""
@@ -139,8 +148,45 @@ def setup_engine(
 
 
 def close_distributed(engine: Engine | None) -> None:
-    """End trackers and destroy the process group (a live group at exit can abort the process)."""
+    """Release Accelerate's and DeepSpeed's hold on the run, destroy every group, end trackers.
+
+    Invariant: afterwards torch.distributed is uninitialised, DeepSpeed's group registry is
+    empty, and neither Accelerate nor ZeRO-3's module-level forward stack refers to this run's
+    model (so a sweep's next job in the same process is not kept beside it). The groups' worker
+    threads may still run: torch's DDP wrapper and ZeRO-3's autograd hooks keep the groups
+    referenced (measured), which is why a multi-process run ends through `end_process`.
+    """
     if engine is not None:
-        engine.accelerator.end_training()
+        engine.accelerator.free_memory()  # its references to the prepared model, optimizer, engine
+    stack = getattr(
+        sys.modules.get("deepspeed.runtime.zero.parameter_offload"), "FWD_MODULE_STACK", None
+    )
+    if stack:  # ZeRO-3 puts every model it wraps at the base of this module-level list, for good
+        stack.clear()
+    gc.collect()  # ZeRO-3 hooks tie parameters and engine in reference cycles
+    ds_comm = sys.modules.get("deepspeed.comm.comm")
+    if getattr(ds_comm, "cdb", None) is not None and torch.distributed.is_initialized():
+        ds_comm.destroy_process_group()  # also empties deepspeed.utils.groups' cached groups
+    if engine is not None:
+        engine.accelerator.end_training()  # trackers; destroys a group still alive
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code`; after a multi-process run, without interpreter shutdown.
+
+    torch's DDP wrapper and DeepSpeed's ZeRO-3 hooks keep their process groups referenced past
+    `close_distributed` (measured: gloo's worker threads still run after it), so those groups
+    would be torn down while Python itself is being finalised, where a race aborts a finished run
+    with SIGABRT ("terminate called without an active exception"). By the time this is called the
+    run is over: checkpoints, summary and trackers are closed, so nothing is lost by skipping the
+    finaliser; the output streams and logging are flushed first. A single process exits normally.
+    """
+    if not _GROUPS_LIVED[0]:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

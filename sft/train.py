@@ -151,20 +151,28 @@ def main(hooks: StepHooks | None = None) -> None:
         run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(UserError.exit_code)
+        _end(UserError.exit_code)
     except Exception as e:
         line = error_line(e)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr, flush=True)
-        sys.exit(UserError.exit_code)
+        _end(UserError.exit_code)
     if sweep:
         if not _JOBS and jobs:  # a launcher ran the jobs elsewhere (hydra/launcher=slurm)
             from sft.sweep import job_exit_codes
 
             _JOBS[:] = job_exit_codes(Path(sweep_dir), jobs)
         print_sweep_table(_JOBS)
-    sys.exit(next((code for _, code in _JOBS if code != 0), 0))
+    _end(next((code for _, code in _JOBS if code != 0), 0))
+
+
+def _end(code: int) -> None:
+    """Exit; after a multi-process run through sft/engine.py's end_process (no torch import)."""
+    engine = sys.modules.get("sft.engine")
+    if engine is None:
+        sys.exit(code)
+    engine.end_process(code)
 
 
 def print_sweep_table(jobs: list[tuple[str, int]]) -> None:

@@ -6,11 +6,13 @@
 Runs exactly what `sft/train.py` runs (Recipe.setup, train, which writes metrics.jsonl and exports
 final/), then, while the ranks still hold their ZeRO-3 shards, gathers every parameter with
 DeepSpeed and writes the full tensors on rank 0 to RUN_DIR/live_weights.safetensors, for the test
-to compare with final/.
+to compare with final/. Ends like `sft-train` (sft/engine.py `end_process`), recording the
+threads alive if interpreter shutdown ever starts (exit_probe.py, for test_clean_exit.py).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -38,8 +40,33 @@ def main(overrides: list[str]) -> int:
         acc.wait_for_everyone()
     finally:
         recipe.close()
+    _record_after_close(Path(cfg.run_dir))
     return code
 
 
+def _record_after_close(run_dir: Path) -> None:
+    """What close_distributed promises, as this rank sees it (read by test_clean_exit.py)."""
+    import os
+
+    import torch
+    from deepspeed.runtime.zero import parameter_offload
+    from deepspeed.utils import groups
+
+    state = {
+        "initialized": torch.distributed.is_initialized(),
+        "forward_stack": len(parameter_offload.FWD_MODULE_STACK),
+        "world_group": groups._WORLD_GROUP is not None,
+    }
+    name = f"after_close_rank{os.environ.get('RANK', '0')}.json"
+    (run_dir / name).write_text(json.dumps(state))
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import atexit
+
+    from sft.engine import end_process
+    from tests.distributed.exit_probe import record_threads
+
+    run_dir = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("run_dir="))
+    atexit.register(record_threads, Path(run_dir))
+    end_process(main(sys.argv[1:]))
