@@ -70,6 +70,8 @@ def steps_table(
     grad_accum: int,
     epochs: float,
     own,
+    batch_by: str,
+    step_budget: int,
     seed: int,
     supervised: int,
     peak_tflops: float,
@@ -86,7 +88,8 @@ def steps_table(
         title=f"Optimizer steps per epoch: {len(lens):,} samples, {int(lens.sum()):,} tokens "
         f"({supervised:,} supervised), longest {int(lens.max())}, pack length {capacity}",
         caption=f"* = this config; efficiency = real / computed tokens (rows padded to the longest row of "
-        f"their micro-batch); time at {mfu:.0%} of {peak_tflops:g} TFLOP/s on {gpus} GPU(s)",
+        f"their micro-batch); time at {mfu:.0%} of {peak_tflops:g} TFLOP/s on {gpus} GPU(s)"
+        + (f"; steps of ~{step_budget} {batch_by} (train.batch_by)" if batch_by != "rows" else ""),
     )
     for col in (
         "collator",
@@ -108,6 +111,8 @@ def steps_table(
             grad_accum=grad_accum,
             gpus=gpus,
             seed=seed,
+            batch_by=batch_by,
+            step_budget=step_budget,
         )
         hours = (
             train_flops(shape, est.computed_tokens, supervised, est.attention_sq)
@@ -314,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             t.grad_accum,
             t.epochs,
             own,
+            t.batch_by,
+            t.step_budget,
             cfg.seed,
             supervised,
             ns.peak_tflops,

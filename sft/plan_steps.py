@@ -1,7 +1,8 @@
 """`sft-plan`'s optimizer steps per epoch and training FLOPs, from the trainer's own epoch plan.
 
-`epoch_estimate` runs a batching choice's `plan` (sft/batching/) over the dataset's real token
-lengths, exactly as the trainer plans epoch 0, and counts rows, steps, real and computed tokens
+`epoch_estimate` plans epoch 0 over the dataset's real token lengths exactly as the trainer does
+(sft/epochs.py: the batching choice's plan, regrouped to `train.step_budget` under
+`train.batch_by=samples|tokens`), and counts rows, steps, real and computed tokens
 (rows padded to the longest row of their micro-batch) and the squared attention spans (per
 sample when samples are isolated). `train_flops` turns tokens into forward + backward FLOPs.
 
@@ -45,17 +46,25 @@ def epoch_estimate(
     grad_accum: int,
     gpus: int,
     seed: int = 0,
+    batch_by: str = "rows",
+    step_budget: int = 0,
 ) -> EpochEstimate:
-    """Steps and tokens of epoch 0 as the trainer plans it (the batching choice's own plan)."""
-    plan = batching.plan(
+    """Steps and tokens of epoch 0 as the trainer plans it (sft/epochs.py, with `train.batch_by`)."""
+    from sft.epochs import Epochs
+
+    plan = Epochs(
+        batching,
         pieces,
         targets,
         micro_batch_size=micro_batch_size,
         grad_accum=grad_accum,
         world_size=gpus,
         seed=seed,
-        epoch=0,
-    )
+        epochs=1,
+        max_steps=0,
+        batch_by=batch_by,
+        step_budget=step_budget,
+    ).plan(0)
     rows = computed = real = 0
     sq = 0.0
     for step in plan.steps:

@@ -254,6 +254,27 @@ def test_steps_match_the_trainers_plan():
         assert est.steps == len(plan) and est.real_tokens == plan.tokens
 
 
+def test_steps_follow_batch_by_and_the_step_budget():
+    from sft.data.step_budget import regroup
+
+    rng = np.random.default_rng(1)
+    pieces, targets = _pieces(list(rng.integers(10, 120, size=400)))
+    mask = np.ones(int(pieces[-1, 2]), dtype=bool)
+    packs = batching("packing", strategy="ffd", capacity=256)
+    kw = {"micro_batch_size": 1, "grad_accum": 1, "gpus": 1}
+    by_rows = epoch_estimate(pieces, targets, packs, **kw)
+    by_samples = epoch_estimate(pieces, targets, packs, **kw, batch_by="samples", step_budget=8)
+    plan = plan_epoch(
+        pieces, mask, kind="packing", micro_batch_size=1, grad_accum=1, world_size=1,
+        seed=0, epoch=0, capacity=256, strategy="ffd",
+    )  # fmt: skip
+    assert by_samples.steps == len(regroup(plan, "samples", 8)) < by_rows.steps == len(plan)
+    assert by_samples.real_tokens == by_rows.real_tokens  # same micro-batches, fewer steps
+    padded = epoch_estimate(pieces, targets, batching("padding", capacity=256), **kw | {
+        "micro_batch_size": 8})  # fmt: skip
+    assert abs(by_samples.steps - padded.steps) <= 0.2 * padded.steps  # ~8 samples per step
+
+
 def test_train_flops_by_hand():
     tiny = resolve_shape("tiny", 64, 2)
     body = tiny.num_params() - 2 * 259 * 64
