@@ -22,6 +22,8 @@ of consecutive steps; the last step ends where `export_final` starts).
     ideal               computed / real tokens of the padding run's measured steps
     achieved            real tokens/s of a setup / real tokens/s of padding; target >= 90% of ideal
     collate / step      collator seconds / step seconds; target < 2%
+    MFU                 model FLOPs of the real tokens / seconds / the best fp32 matmul rate,
+                        measured before and after the runs (benchmarks/train_mfu.py)
 
 The machine is shared. The script first waits until the 1-minute load average is below
 `--max-load` (polling every 30 s, at most `--wait-max` s) and records the load before every run.
@@ -44,10 +46,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-try:
-    import sft  # noqa: F401
-except ImportError:  # running from a checkout without an install
+if str(ROOT) not in sys.path:  # `benchmarks.*` (and sft in a checkout) from the root
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.mfu import gemm_peak_flops
+from benchmarks.train_mfu import add_mfu, check_same_machine, cpu_model
 
 SETUPS = {
     "padding": ["collator=padding", "model.attn_implementation=sdpa", "train.micro_batch_size=8"],
@@ -340,9 +343,9 @@ def bench_dataset(name: str, args, out_root: Path, cores: int) -> dict:
 def markdown(record: dict) -> str:
     header = (
         "| data | setup | real tokens/s (wall) | real tokens/s (cpu-normalised) | speed-up wall / cpu-norm. "
-        "| ideal | achieved / ideal, wall / cpu-norm. | collate / step | load before -> after |"
+        "| ideal | achieved / ideal, wall / cpu-norm. | MFU | collate / step | load before -> after |"
     )
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in record["datasets"].items():
         for setup, m in r["setups"].items():
             if "achieved_ratio" in m:
@@ -352,7 +355,8 @@ def markdown(record: dict) -> str:
                 speed, of_ideal = "1 (reference)", ""
             lines.append(
                 f"| {name} | {setup} | {m['real_tokens_per_s']:.1f} | {m['real_tokens_per_s_cpu_normalised']:.1f} | "
-                f"{speed} | {r.get('ideal_ratio', float('nan')):.2f} | {of_ideal} | {m['collate_fraction']:.2%} | "
+                f"{speed} | {r.get('ideal_ratio', float('nan')):.2f} | {of_ideal} | "
+                f"{format(m['mfu'], '.1%') if 'mfu' in m else ''} | {m['collate_fraction']:.2%} | "
                 f"{m['load_before']['load_when_started']:.2f} -> {m['load_after']:.2f} |"
             )
     return "\n".join(lines)
@@ -384,7 +388,22 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="more trainer overrides for every run")
     p.add_argument("--json", default="")
     p.add_argument("--markdown", default="", help="also write the table to this file")
+    p.add_argument(
+        "--add-mfu",
+        default="",
+        metavar="RECORD",
+        help="add MFU to an existing --json record (benchmarks/train_mfu.py), no training",
+    )
     args = p.parse_args()
+    if args.add_mfu:
+        record = json.loads(Path(args.add_mfu).read_text())
+        check_same_machine(record)
+        add_mfu(record, gemm_peak_flops(_threads()))
+        Path(args.add_mfu).write_text(json.dumps(record, indent=2) + "\n")
+        print(markdown(record))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(record) + "\n")
+        return
     args.setups = [s for s in args.setups.split(",") if s]
     unknown = [s for s in args.setups if s not in SETUPS]
     if unknown or args.warmup >= args.steps:
@@ -399,6 +418,7 @@ def main() -> None:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": {
             "cpus": cores,
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "platform": platform.platform(),
@@ -415,6 +435,7 @@ def main() -> None:
             "compare the cpu-normalised ones",
             flush=True,
         )
+    peaks = [gemm_peak_flops(_threads())]  # MFU's peak: before and after, the better one
     out_root = Path(tempfile.mkdtemp(prefix="sft-bench-train-"))
     try:
         for name in args.datasets.split(","):
@@ -428,6 +449,9 @@ def main() -> None:
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
     record["load_at_end"] = round(load1(), 2)
+    peaks.append(gemm_peak_flops(_threads()))
+    add_mfu(record, max(peaks))
+    record["gemm_peak_flops_measured"] = peaks
     table = markdown(record)
     print(table)
     if args.json:
