@@ -157,7 +157,10 @@ def close_distributed(engine: Engine | None) -> None:
     referenced (measured), which is why a multi-process run ends through `end_process`.
     """
     if engine is not None:
-        engine.accelerator.free_memory()  # its references to the prepared model, optimizer, engine
+        try:  # its references to the prepared model, optimizer, engine (DeepSpeed's destroy())
+            engine.accelerator.free_memory()
+        except Exception as e:  # noqa: BLE001 - cleanup never replaces the run's own outcome
+            print(f"[sft] warning: releasing the engine failed: {e!r}", file=sys.stderr, flush=True)
     stack = getattr(
         sys.modules.get("deepspeed.runtime.zero.parameter_offload"), "FWD_MODULE_STACK", None
     )
