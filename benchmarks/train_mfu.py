@@ -1,12 +1,12 @@
 """Model FLOPs utilisation of bench_train.py's setups, from the trainer's own plan.
 
     python benchmarks/bench_train.py ... --json R.json          # new records carry MFU
-    python benchmarks/bench_train.py --add-mfu R.json           # MFU added to an older record
+    python benchmarks/bench_train.py --add-mfu R.json           # recomputed, on R's machine only
 
 The planner is deterministic (seed, epoch 0), so the samples of every measured step are
 re-planned exactly from the dataset and the setup's overrides (sft/epochs.py, as the trainer
-plans them); the re-planned real tokens must equal the tokens the run logged, step by step, or
-nothing is written. Model FLOPs are benchmarks/mfu.py's (real tokens only: pads and attention
+plans them); the re-planned real tokens of the measured steps must equal the tokens the run
+logged, or nothing is written. Model FLOPs are benchmarks/mfu.py's (real tokens only: pads and attention
 across the samples of a packed row count for nothing) with the recomputation of gradient
 checkpointing counted, as a run with it does that work: the decoder layers run their forward
 twice (8 instead of 6 x body weights x tokens, and 8/6 of the attention term); the LM head is
