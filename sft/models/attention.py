@@ -5,7 +5,9 @@ packed row of length L costs O(L^2) whatever its sample lengths. `varlen` comput
 causal attention on its own from the collator's `cu_seq_lens_q/k`:
   - CUDA in fp16/bf16: `torch.nn.attention.varlen.varlen_attn` (a flash varlen kernel inside
     PyTorch),
-  - CPU, fp32, attention dropout: one causal `scaled_dot_product_attention` call per sample.
+  - CPU, fp32, attention dropout: causal `scaled_dot_product_attention`, short samples of similar
+    length stacked into one call (right-padded to a bucket length, which the causal mask makes
+    invisible to them), long ones one call each.
 Without cu_seq_lens (a padding batch), it derives the samples from the 2-D attention mask
 (left or right padding) and gives pad positions a zero output, so padding batches work too. Like
 flash attention, it never makes transformers build a dense [L, L] mask.
@@ -96,35 +98,78 @@ def _causal_sdpa(q, k, v, p: float, scale, window: int | None) -> torch.Tensor:
     )
 
 
-def _per_segment(
-    query, key, value, cu: torch.Tensor, p: float, scale, window: int | None
-) -> torch.Tensor:
-    """[B, H, L, D] -> [B, H, L, D]: causal attention inside every segment of every row.
+# Segments shorter than this are right-padded to a bucket length and batched; longer ones get
+# a call of their own, at their exact length (their attention dominates; padding would cost).
+BATCH_BELOW = 512
 
-    Segments (flat offsets in `cu`) never cross a row and cover every position, so each row's
-    output is the concatenation of its segments' outputs.
+
+def _bucket_length(n: int) -> int:
+    """Padded length of a short segment's bucket: n rounded up to 1/8 of its power of two.
+
+    The padding stays under 1/8 of the segment (at least 16 positions per step), so a micro-batch
+    of short samples needs a handful of attention calls instead of one per sample.
     """
-    width = query.shape[2]
-    bounds = cu.tolist()
-    rows: list[list[torch.Tensor]] = [[] for _ in range(query.shape[0])]
+    if n >= BATCH_BELOW:
+        return n
+    step = max(16, 1 << max(0, n.bit_length() - 4))
+    return -(-n // step) * step
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(bounds: tuple[int, ...], width: int, device: torch.device, batch: bool = True):
+    """Per bucket (padded length m, [G, m] gather index into the flat B*L positions, the indices
+    of its real positions among the G*m outputs), and the permutation that puts the buckets'
+    concatenated real outputs back in position order. Cached: every layer of a forward asks
+    with the same `cu_seq_lens`. `batch=False` gives every segment a bucket of its own, in order
+    (attention dropout draws its masks per call: so a run with dropout keeps the random stream
+    of one call per sample).
+
+    A padded slot reads whatever follows its segment (clamped to the last position): under the
+    causal mask no real query of the segment attends to it, and its output is never kept, so
+    neither the forward values nor any gradient depends on it.
+    """
+    total = bounds[-1]
+    groups: dict[int, list[tuple[int, int]]] = {}
     for a, b in itertools.pairwise(bounds):
         if b <= a:
             continue
-        r, s = divmod(a, width)
-        e = b - r * width
-        if e > width:
+        r = a // width
+        if b - r * width > width:
             raise ValueError(f"a segment [{a}, {b}) crosses the end of row {r} (width {width})")
-        rows[r].append(
-            _causal_sdpa(
-                query[r : r + 1, :, s:e],
-                key[r : r + 1, :, s:e],
-                value[r : r + 1, :, s:e],
-                p,
-                scale,
-                window,
-            )
-        )
-    return torch.cat([torch.cat(parts, dim=2) for parts in rows], dim=0)
+        key = _bucket_length(b - a) if batch else len(groups)
+        groups.setdefault(key, []).append((a, b - a))
+    buckets, dest = [], []
+    for key, segs in sorted(groups.items()):
+        m = key if batch else segs[0][1]
+        starts = torch.tensor([a for a, _ in segs])
+        index = (starts[:, None] + torch.arange(m)[None, :]).clamp_(max=total - 1)
+        keep = torch.cat([torch.arange(n) + g * m for g, (_, n) in enumerate(segs)])
+        buckets.append((m, index.to(device), keep.to(device)))
+        dest.extend(torch.arange(a, a + n) for a, n in segs)
+    order = torch.empty(total, dtype=torch.long)
+    order[torch.cat(dest)] = torch.arange(total)
+    return buckets, order.to(device)
+
+
+def _per_segment(
+    query, key, value, cu: torch.Tensor, p: float, scale, window: int | None
+) -> torch.Tensor:
+    """[B, H, L, D] -> [B, L, H, D]: causal attention inside every segment of every row.
+
+    Segments (flat offsets in `cu`) never cross a row and cover every position. Segments of one
+    bucket length are stacked into one [G, H, m, D] call (right-padded, see `_plan`), so the
+    number of calls is the number of distinct buckets, not of samples (without dropout).
+    """
+    bsz, heads, width, dim = query.shape
+    buckets, order = _plan(tuple(cu.tolist()), width, query.device, batch=p == 0.0)
+    flat = [t.transpose(1, 2).reshape(bsz * width, t.shape[1], dim) for t in (query, key, value)]
+    outs = []
+    for _, index, keep in buckets:
+        q, k, v = (t[index].transpose(1, 2) for t in flat)  # [G, H, m, D]
+        o = _causal_sdpa(q, k, v, p, scale, window)
+        outs.append(o.transpose(1, 2).reshape(-1, heads, dim)[keep])
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return out[order].view(bsz, width, heads, dim)
 
 
 def varlen_attention_forward(
@@ -171,7 +216,7 @@ def varlen_attention_forward(
             bsz, width, n_heads, head_dim
         )
     else:
-        out = _per_segment(query, key, value, cu, p, scaling, window).transpose(1, 2)
+        out = _per_segment(query, key, value, cu, p, scaling, window)
     if padded:  # pad positions attend only to pads: give them a zero output
         out = out * attention_mask.reshape(bsz, width, 1, 1).to(out.dtype)
     return out.contiguous(), None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 
 import pytest
 import torch
@@ -226,3 +227,105 @@ def test_auto_picks_an_isolating_backend():
 def test_loaded_model_has_no_cache(arch):
     """A cache in training turns off transformers' packed-sequence detection: never on."""
     assert _model(arch, "sdpa").config.use_cache is False
+
+
+def _one_call_per_segment(q, k, v, cu, window=None):
+    """Reference: every segment's causal attention alone, [B, H, L, D] -> [B, L, H, D]."""
+    bsz, heads, width, dim = q.shape
+    flat = [t.transpose(1, 2).reshape(bsz * width, t.shape[1], dim) for t in (q, k, v)]
+    outs = []
+    for a, b in itertools.pairwise(cu.tolist()):
+        if b > a:
+            qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in flat)
+            n = b - a
+            i = torch.arange(n)
+            band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < (window or n))
+            o = torch.nn.functional.scaled_dot_product_attention(
+                qs, ks, vs, attn_mask=band, enable_gqa=True
+            )
+            outs.append(o[0].transpose(0, 1))
+    return torch.cat(outs).view(bsz, width, heads, dim)
+
+
+SEGMENTS = {  # rows of segment lengths (a row's unused tail becomes a segment of its own)
+    "one_row_mixed": ([[5, 17, 30, 1, 600, 31, 32, 33]], 1024, None),
+    "bucket_edges": ([[15, 16, 17, 127, 128, 129], [511, 512, 255, 256]], 1536, None),
+    "equal_rows": ([[64, 64], [64, 64], [128]], 128, None),
+    "window": ([[300, 200, 20], [300, 220]], 520, 40),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEGMENTS))
+def test_bucketed_segments_equal_one_call_per_segment(case, monkeypatch):
+    """Stacking short segments into padded bucket calls changes neither outputs nor gradients
+    (fp64, GQA 6:2, forward and backward), and really batches: fewer sdpa calls than segments."""
+    from sft.models import attention
+
+    lengths, width, window = SEGMENTS[case]
+    cu = [0]
+    for r, row in enumerate(lengths):
+        for n in row:
+            cu.append(cu[-1] + n)
+        if cu[-1] < (r + 1) * width:
+            cu.append((r + 1) * width)
+    cu = torch.tensor(cu, dtype=torch.int32)
+    g = torch.Generator().manual_seed(0)
+    shape = (len(lengths), None, width, 16)
+    q, k, v = (
+        torch.randn(*shape[:1], h, *shape[2:], generator=g, dtype=torch.float64).requires_grad_()
+        for h in (6, 2, 2)
+    )
+    up = torch.randn(len(lengths), width, 6, 16, generator=g, dtype=torch.float64)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        attention.F,
+        "scaled_dot_product_attention",
+        lambda *a, **kw: calls.append(1) or sdpa(*a, **kw),
+    )
+    results = []
+    for fn in (
+        lambda: attention._per_segment(q, k, v, cu, 0.0, None, window),
+        lambda: _one_call_per_segment(q, k, v, cu, window),
+    ):
+        for t in (q, k, v):
+            t.grad = None
+        out = fn()
+        (out * up).sum().backward()
+        results.append([out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()])
+        calls.append(None)  # the reference's own calls come after this mark
+    for a, b in zip(*results, strict=True):
+        assert float((a - b).abs().max()) < 1e-12
+    n_segments = int((cu.diff() > 0).sum())
+    buckets = {attention._bucket_length(int(n)) for n in cu.diff() if n > 0}
+    assert calls.index(None) == len(buckets) < n_segments
+
+
+def test_bucket_padding_stays_under_an_eighth():
+    from sft.models.attention import BATCH_BELOW, _bucket_length
+
+    for n in range(1, 2 * BATCH_BELOW):
+        m = _bucket_length(n)
+        assert m >= n
+        assert m == n if n >= BATCH_BELOW else m - n < max(16, n / 8 + 1)
+
+
+def test_attention_dropout_keeps_one_call_per_segment(monkeypatch):
+    """With dropout, every segment gets its own call in order (the random stream of the masks
+    stays that of one call per sample, which the golden runs with model.dropout=0.1 pin)."""
+    from sft.models import attention
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        attention.F,
+        "scaled_dot_product_attention",
+        lambda q, *a, **kw: calls.append(q.shape[0] * q.shape[2]) or sdpa(q, *a, **kw),
+    )
+    q, k, v = (torch.randn(1, h, 64, 8) for h in (4, 2, 2))
+    cu = torch.tensor([0, 20, 40, 50, 64], dtype=torch.int32)
+    attention._per_segment(q, k, v, cu, 0.1, None, None)
+    assert calls == [20, 20, 10, 14]
+    calls.clear()
+    attention._per_segment(q, k, v, cu, 0.0, None, None)
+    assert calls == [32, 32 * 2]  # 10 and 14 share the 16 bucket; 20, 20 the 32 one
