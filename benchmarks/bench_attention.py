@@ -144,6 +144,7 @@ def main() -> None:
     from sft.models.attention import _per_segment
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     batches = pack_segments(args)[: args.batches]
     segs = [n for mb in batches for row in mb for n in row]
     print(
@@ -151,6 +152,7 @@ def main() -> None:
         f"{len(segs)} samples, mean {statistics.mean(segs):.0f} tokens",
         flush=True,
     )
+    worst_all = 0.0
     for i, mb in enumerate(batches):  # same outputs and gradients first
         grads = []
         for fn in (per_sample, _per_segment):
@@ -162,6 +164,7 @@ def main() -> None:
         worst = max(
             ((a - b).abs().max() / b.abs().max()).item() for a, b in zip(*grads, strict=True)
         )
+        worst_all = max(worst_all, worst)
         if worst > 1e-5:
             raise SystemExit(
                 f"micro-batch {i}: bucketed differs from per-sample by {worst:.2e} (relative)"
@@ -185,7 +188,8 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus_allowed": len(os.sched_getaffinity(0)),
             "threads": args.threads,
-            "load_before": os.getloadavg()[0],
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
         },
         "torch": torch.__version__,
         "data": args.data,
@@ -194,6 +198,7 @@ def main() -> None:
         "pack_length": args.pack_length,
         "packs_per_micro_batch": args.packs,
         "layers": args.layers,
+        "max_relative_difference": worst_all,
         "rounds": rounds,
         "ratio_min": min(ratios),
         "ratio_median": statistics.median(ratios),
