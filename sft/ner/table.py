@@ -9,7 +9,9 @@ training length), N (the labelled
 training sentences the approach saw: the demo pool, or the fine-tuning set; 0 for zero-shot
 prompting without a pool), P, R, F1 in percent. A verified run also gives the row of its own
 generations before verification (`before_verify`), unless a run without verification of the
-same setting is among the inputs (that run's row is kept instead).
+same setting is among the inputs (that run's row is kept instead); several verified runs of one
+extraction setting (zero-shot and few-shot verification of the same generations) give that row
+once, or once per distinct score with a note.
 
 `write_outputs` writes `table.md`, `table.csv`, `table.json` and `f1_vs_n.png` (matplotlib, Agg):
 one line per dataset and setting across N.
@@ -148,6 +150,10 @@ def _key(row: Row) -> tuple:
     return (row.dataset, row.approach, row.setting, row.n)
 
 
+def _scores_of(row: Row) -> tuple:
+    return (row.precision, row.recall, row.f1, row.test_digest, row.pool_digest)
+
+
 def _order(row: Row) -> tuple:
     return (
         row.dataset,
@@ -162,8 +168,20 @@ def load_rows(runs: list[Path], split: str = "test") -> tuple[list[Row], list[st
     rows = [row for run in runs for row in rows_of_run(run, split)]
     measured = {_key(r) for r in rows if not r.derived}
     rows = [r for r in rows if not (r.derived and _key(r) in measured)]
+    derived: dict[tuple, list[Row]] = {}  # several verified runs of one extraction setting
+    for r in rows:
+        if r.derived:
+            same = derived.setdefault(_key(r), [])
+            if all(_scores_of(r) != _scores_of(x) for x in same):
+                same.append(r)
+    rows = [r for r in rows if not r.derived] + [r for same in derived.values() for r in same]
     rows.sort(key=_order)
-    notes: list[str] = []
+    notes: list[str] = [
+        f"{key[0]}, {key[2]}, N={key[3]}: {len(same)} verified runs give different scores "
+        "before verification (not the same extractions); each is a row"
+        for key, same in derived.items()
+        if len(same) > 1
+    ]
     for dataset in sorted({r.dataset for r in rows}):
         of = [r for r in rows if r.dataset == dataset]
         samples = sorted({str(r.test_digest) for r in of})

@@ -325,3 +325,23 @@ def test_shipped_files_give_one_pool_whichever_format():
     kept = pool_indices(len(spans), 32, seed=0)
     assert len(spans) == len(bio) and pool_indices(len(bio), 32, seed=0) == kept
     assert digest([spans[i] for i in kept]) == digest([bio[i] for i in kept])
+
+
+def test_verified_runs_of_one_extraction_give_its_row_once(tmp_path):
+    zero = _icl(tmp_path, "zero", 32, 0.0, verify=True)  # zero-shot and few-shot verification
+    few = _icl(tmp_path, "few", 32, 0.4, verify=True)  # of the same generations
+    m = json.loads((few / "metrics.json").read_text())
+    m["settings"]["verify_k"], m["settings"]["verify_demos"] = 2, "entity"
+    (few / "metrics.json").write_text(json.dumps(m))
+    rows, notes = load_rows([zero, few])
+    assert [(r.setting.split("sentence")[-1], r.f1, r.derived) for r in rows] == [
+        ("", 0.5, True),
+        (", verified", 0.0, False),
+        (", verified (verify-k=2, entity demos)", 0.4, False),
+    ]
+    assert notes == []
+    m["before_verify"]["f1"] = 0.3  # not the same extractions: both rows, and a note
+    (few / "metrics.json").write_text(json.dumps(m))
+    rows, notes = load_rows([zero, few])
+    assert sorted(r.f1 for r in rows if r.derived) == [0.3, 0.5]
+    assert len(notes) == 1 and "2 verified runs give different scores" in notes[0]
