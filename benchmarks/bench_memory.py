@@ -4,11 +4,16 @@
     python benchmarks/bench_memory.py --repredict     # today's model against the recorded runs
 
 Every row is a real training run through the trainer (`Recipe`, what sft/train.py runs), alone in
-its own process, for `--steps` optimizer steps. Measured = the process's peak RSS when the last
-step is done (before final/ is exported) minus its RSS just before the Recipe is built (torch, transformers and the project imported): the weights,
-gradients, AdamW states, activations and loss of the run, plus what the data and the runtime
-add. Predicted = `sft.plan_memory.peak_memory` (the total sft-plan prints) for the largest
-micro-batch the run trained: its rows x longest row, its supervised fraction, the run's
+its own process, for `--steps` optimizer steps, of which those from `--from-step` on are measured:
+the model is of a step in steady state, with AdamW's states allocated, which they are only after
+the first optimizer step (a first step that happens to hold the largest micro-batch peaks without
+them; padding's random micro-batches do that). Measured = the process's peak RSS over the
+measured steps (Linux's high-water mark, reset through /proc/self/clear_refs when the first
+measured step begins; read before final/ is exported) minus its RSS just before the Recipe is
+built (torch, transformers and the project imported): the weights, gradients, AdamW states,
+activations and loss of the run, plus what the data and the runtime add. Predicted =
+`sft.plan_memory.peak_memory` (the total sft-plan prints) for the largest micro-batch of the
+measured steps: its rows x longest row, its supervised fraction, the run's
 gradient checkpointing and loss implementation, plus the process's own runtime cost, measured
 first in the same benchmark by a run whose model is negligible (1 layer, hidden 64). Suites:
 
@@ -32,7 +37,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,8 +72,25 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(overrides: list[str], steps: int) -> dict:
-    """Train `steps` steps of the config in this process; predicted and measured peak bytes."""
+def _peak_rss_bytes() -> int:
+    """The process's RSS high-water mark since it started or since `_reset_peak`."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (this benchmark needs Linux)")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: reset the peak RSS to the current RSS
+
+
+def measure(overrides: list[str], steps: int, from_step: int = 2) -> dict:
+    """Train `steps` steps of the config in this process; predicted and measured peak bytes of
+    steps `from_step`..`steps`."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
     from sft.cli_config import compose_job
     from sft.data.targets import count_targets
     from sft.plan_cli import setup_from_config
@@ -89,7 +110,7 @@ def measure(overrides: list[str], steps: int) -> dict:
             setup = setup_from_config("single", 0, m.dtype, 1, None)
             targets = recipe.data.tokens.targets
             predicted, largest = 0.0, None
-            for step in recipe.epochs.plan(0).steps[:steps]:
+            for step in recipe.epochs.plan(0).steps[from_step - 1 : steps]:
                 for mb in step[0]:
                     lens = [sum(b - a for a, b, _ in row) for row in mb]
                     sup = sum(count_targets(targets, a, b) for row in mb for a, b, _ in row)
@@ -108,17 +129,30 @@ def measure(overrides: list[str], steps: int) -> dict:
                         predicted, largest = p, {"rows": rows, "row_length": length, "targets": sup}
             finish, seen = recipe.finish, {}
 
-            def before_finish() -> None:  # the training steps' peak, before final/ is exported
-                seen["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            def before_finish() -> None:  # the measured steps' peak, before final/ is exported
+                seen["peak"] = _peak_rss_bytes()
                 finish()
 
             recipe.finish = before_finish
+            done = [0]
+
+            def after_step(optimizer, args, kwargs) -> None:
+                done[0] += 1
+                if done[0] == from_step - 1:
+                    _reset_peak()
+
+            handle = register_optimizer_step_post_hook(after_step)
+            if from_step == 1:
+                _reset_peak()
             t0 = time.perf_counter()
             assert recipe.train() == 0
+            handle.remove()
             seconds = time.perf_counter() - t0
         finally:
             recipe.close()
     peak = seen["peak"]
+    if done[0] != steps:
+        raise RuntimeError(f"{done[0]} optimizer steps counted, {steps} trained")
     return {
         "overrides": overrides,
         "loss_impl": recipe.loss_impl,
@@ -176,7 +210,8 @@ def configs(suite: str) -> list[list[str]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="tiny128k,smollm2")
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--from-step", type=int, default=2, help="first measured step")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "memory_cpu.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--repredict", action="store_true", help="recompute the record's predictions")
@@ -190,13 +225,14 @@ def main() -> int:
         Path(a.json).write_text(json.dumps(record, indent=2) + "\n")
         return 0 if record["worst_deviation"] <= TOLERANCE else 1
     if a.child:
-        print(json.dumps(measure(json.loads(a.child), a.steps)))
+        print(json.dumps(measure(json.loads(a.child), a.steps, a.from_step)))
         return 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows, t_start = [], time.time()
 
     def run(overrides: list[str]) -> dict:
-        cmd = [sys.executable, __file__, "--steps", str(a.steps), "--child", json.dumps(overrides)]
+        cmd = [sys.executable, __file__, "--steps", str(a.steps), "--from-step", str(a.from_step)]
+        cmd += ["--child", json.dumps(overrides)]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             sys.exit(f"{' '.join(overrides)} failed:\n{out.stderr[-2000:]}")
@@ -224,6 +260,8 @@ def main() -> int:
         "command": "python " + " ".join(["benchmarks/bench_memory.py", *sys.argv[1:]]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "wall_s": round(time.time() - t_start, 1),
+        "steps": a.steps,
+        "measured_from_step": a.from_step,
         "runtime_bytes": runtime,
         "worst_deviation": worst,
         "rows": rows,
