@@ -1,8 +1,11 @@
-"""The validation loss: token mean over every validation piece, whatever the batching choice.
+"""The validation loss: token mean over every validation piece, whatever the batching choice;
+with `data.eval_by`, also the token mean of each value's pieces (`grouped_validation_loss`).
 
 Invariant: the value is the same under padding, packing and padding_free for the same
 validation pieces (each piece is in exactly one row; see Batching.eval_rows), on any number of
-ranks (every rank runs the same number of forwards, so ZeRO-3's gathers line up).
+ranks (every rank runs the same number of forwards, so ZeRO-3's gathers line up). Split by
+value, each piece is evaluated once, in its value's rows, and the overall loss is the
+target-weighted mean of the values' losses: the number the unsplit evaluation gives.
 """
 
 from __future__ import annotations
@@ -40,3 +43,17 @@ def validation_loss(
     model.train()
     total, n = engine.all_reduce([float(loss_sum), count])
     return total / max(n, 1), int(n)
+
+
+def grouped_validation_loss(model, pieces, groups, names, eval_rows, collate, tokens, **kw):
+    """(token-mean loss, targets, {value: its token-mean loss}) over validation `pieces`;
+    `groups` holds each piece's index into `names` (None: no split, an empty dict);
+    `eval_rows(pieces)` makes the rows of a set of pieces (Batching.eval_rows)."""
+    if groups is None:
+        return (*validation_loss(model, eval_rows(pieces), collate, tokens, **kw), {})
+    total, count, by = 0.0, 0, {}
+    for g, name in enumerate(names):
+        value, n = validation_loss(model, eval_rows(pieces[groups == g]), collate, tokens, **kw)
+        by[name] = value
+        total, count = total + value * n, count + n
+    return total / max(count, 1), count, by

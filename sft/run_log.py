@@ -113,6 +113,7 @@ class RunLog:
         self.log_every = log_every
         self.record_samples = record_samples
         self.last_eval: float | None = None
+        self.last_eval_by: dict | None = None
         self._bad: tuple[list[int], list[str]] = ([], [])  # the last skipped step's ranks, samples
         self.metrics = MetricsWriter(run_dir, main, track, total_steps, progress, start_step)
 
@@ -181,9 +182,11 @@ class RunLog:
                 flush=True,
             )
 
-    def eval(self, step: int, loss: float, tokens: int) -> None:
-        self.last_eval = loss
-        self.metrics.log({"step": step, "eval_loss": loss, "eval_tokens": tokens})
+    def eval(self, step: int, loss: float, tokens: int, by: dict | None = None) -> None:
+        """An evaluation's line; `by`: the loss per data.eval_by value (`eval_loss_by`)."""
+        self.last_eval, self.last_eval_by = loss, by or None
+        row = {"step": step, "eval_loss": loss, "eval_tokens": tokens}
+        self.metrics.log(row | ({"eval_loss_by": by} if by else {}))
 
     def write_summary(self, exit_code: int, facts: dict) -> None:
         """summary.json: the run's facts (from the trainer) and totals (rank 0)."""
@@ -203,6 +206,7 @@ class RunLog:
             "samples_per_s": tt["samples"] / max(tt["train_s"], 1e-9),
             "final_loss": tt.get("last_loss"),
             "final_eval_loss": self.last_eval,
+            **({"final_eval_loss_by": self.last_eval_by} if self.last_eval_by else {}),
             "skipped_steps": tt["skipped_steps"],
             "exit_code": exit_code,
         }

@@ -94,10 +94,12 @@ def flat_config(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def tracked_values(row: dict) -> dict[str, float | int]:
-    """The numeric values of one metrics.jsonl line, its step left out (logged as the step)."""
+    """The numeric values of one metrics.jsonl line, its step left out (logged as the step);
+    a dict of numbers (eval_loss_by) becomes one value per key, `eval_loss_by/KEY`."""
+    flat = {f"{k}/{n}": x for k, v in row.items() if isinstance(v, dict) for n, x in v.items()}
     return {
         k: int(v) if isinstance(v, bool) else v
-        for k, v in row.items()
+        for k, v in (row | flat).items()
         if k != "step" and isinstance(v, (int, float))
     }
 

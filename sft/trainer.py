@@ -33,7 +33,7 @@ from sft.config import JobConfig
 from sft.data.dataset import prepare_data
 from sft.engine import close_distributed, setup_engine
 from sft.epochs import Epochs
-from sft.evaluation import validation_loss
+from sft.evaluation import grouped_validation_loss
 from sft.hooks import StepHooks
 from sft.loss import count_units, loss_functions
 from sft.memory_check import check_run_memory
@@ -251,16 +251,20 @@ class Recipe:
         """The validation loss now (sft/evaluation.py), logged; None without validation pieces."""
         if len(self.data.val) == 0:
             return None
-        value, n = validation_loss(
+        d = self.data
+        value, n, by = grouped_validation_loss(
             self.model,
-            self.batching.eval_rows(self.data.val, self.data.tokens.targets),
+            d.val,
+            d.val_groups,
+            d.val_group_names,
+            lambda pieces: self.batching.eval_rows(pieces, d.tokens.targets),
             self.collate,
-            self.data.tokens,
+            d.tokens,
             micro_batch_size=self.cfg.train.eval_micro_batch_size,
             engine=self.engine,
             loss=self.eval_loss,
         )
-        self.log.eval(self.step, value, n)
+        self.log.eval(self.step, value, n, by)
         return value
 
     # ----------------------------------------------------------------------------- outputs

@@ -47,6 +47,14 @@ class DataConfig:
     """Which tokens are trained: assistant turns, all tokens, or the last assistant turn."""
     limit: int = 0
     """Keep only the first N rows of `path` (0 = all); validation rows are not counted."""
+    sample: int = 0
+    """Keep a seeded random N of the rows instead, in file order (0 = off; not with limit): the
+    same rows for every run seed (`sample_seed`), so seeds change only the split and order."""
+    sample_seed: int = 0
+    """The seed of `sample`'s draw."""
+    eval_by: str = ""
+    """The rows' field whose values split the validation loss: each value's token-mean loss is
+    logged beside the overall one (`eval_loss_by` in metrics.jsonl and summary.json)."""
     num_proc: int = 1
     """Processes for tokenization."""
     max_bad_fraction: float = 0.0
@@ -84,6 +92,12 @@ class DataConfig:
         )
         _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
         _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
+        _check(self.sample >= 0, f"data.sample must be >= 0, got {self.sample}")
+        _check(
+            not (self.sample and self.limit),
+            f"data.sample={self.sample} with data.limit={self.limit}: choose one (sample draws "
+            "N rows at random, limit keeps the first N)",
+        )
         _check(
             not (self.name == "demo" and self.path),
             f"data.path={self.path} with data=demo would keep the demo's settings (format, "

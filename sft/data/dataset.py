@@ -8,8 +8,10 @@
       -> pieces (row, start, end) after the overlong policy (truncate | drop | split)
       -> train / validation pieces (val_path, or a seeded val_fraction of rows)
 
-`data.limit` keeps the first N rows of `data.path`; the rows of `data.val_path` are never cut
-by it and never become training rows.
+`data.limit` keeps the first N rows of `data.path` (`data.sample` a seeded random N, in file
+order); the rows of `data.val_path` are never cut by them and never become training rows.
+`data.eval_by=FIELD` gives each validation piece the id of its row's value of FIELD
+(`PreparedData.val_groups`, names in `val_group_names`) for the per-value validation loss.
 
 With `group_by=FIELD` (collator.group_by), each kept row's value of FIELD becomes an int id
 (`PreparedData.groups`, one per training piece; `group_names` maps ids back to values): what the
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sft.data.concat import split_overlong
+from sft.data.fields import field_values, sample_rows
 from sft.data.formats import RowError, to_messages
 from sft.data.sources import BadRow, read_rows
 from sft.data.targets import has_target, row_targets
@@ -92,24 +95,8 @@ class PreparedData:
     report: DataReport
     groups: np.ndarray | None = None  # int64 [n]: group id of each train piece (group_by only)
     group_names: list[str] = field(default_factory=list)  # the FIELD value of each group id
-
-
-def _field_values(rows: list[dict], field_name: str, n_train_rows: int, option: str) -> list:
-    """The value of `field_name` in every row (None for validation rows that lack it); a
-    training row without it is a one-line error naming the row and the `option` needing it."""
-    values = []
-    for i, row in enumerate(rows):
-        if field_name in row and row[field_name] is not None:
-            values.append(row[field_name])
-        elif i < n_train_rows:
-            keys = ", ".join(sorted(k for k in row if not k.startswith("_"))[:8])
-            raise UserError(
-                f"{row['_where']}: row has no field {field_name!r} for {option} "
-                f"(its fields: {keys})"
-            )
-        else:
-            values.append(None)
-    return values
+    val_groups: np.ndarray | None = None  # int64 [n_val]: data.eval_by id of each val piece
+    val_group_names: list[str] = field(default_factory=list)
 
 
 def _cache_dir() -> Path:
@@ -275,6 +262,8 @@ def prepare_data(
     )
     if data.limit:
         raw.rows = raw.rows[: data.limit]
+    if data.sample:
+        raw.rows = sample_rows(raw.rows, data.sample, data.sample_seed)
     n_train_rows = len(raw.rows)
     sources = [raw.source]
     if data.val_path:
@@ -283,12 +272,14 @@ def prepare_data(
         raw.bad = raw.bad + val_raw.bad
         sources.append(val_raw.source)
     bad: list[BadRow] = list(raw.bad)
-    values = tags = None
+    values = tags = evals = None
+    if data.eval_by:
+        evals = field_values(raw.rows, data.eval_by, 0, f"data.eval_by={data.eval_by}")
     if group_by:
-        values = _field_values(raw.rows, group_by, n_train_rows, f"collator.group_by={group_by}")
+        values = field_values(raw.rows, group_by, n_train_rows, f"collator.group_by={group_by}")
     if data.combine == "same_tag":
         option = f"data.combine=same_tag data.combine_tag={data.combine_tag}"
-        tags = _field_values(raw.rows, data.combine_tag, n_train_rows, option)
+        tags = field_values(raw.rows, data.combine_tag, n_train_rows, option)
     convs = []
     for i, row in enumerate(raw.rows):
         try:
@@ -299,6 +290,7 @@ def prepare_data(
                     is_val=i >= n_train_rows,
                     group=values[i] if values is not None else None,
                     tag=tags[i] if tags is not None else None,
+                    eval_group=evals[i] if evals is not None else None,
                 )
             )
         except RowError as e:
@@ -308,6 +300,7 @@ def prepare_data(
         convs = shape_turns(convs, data.turns, data.combine, data.combine_turns, seed, report)
     msgs, where = [c.messages for c in convs], [c.where for c in convs]
     is_val, row_values = [c.is_val for c in convs], [c.group for c in convs]
+    eval_values = [c.eval_group for c in convs]
     max_bad = data.max_bad_fraction
     _check_bad(bad, report.rows_read, max_bad, sources)  # fail early: the count only grows
     if not msgs:
@@ -389,4 +382,15 @@ def prepare_data(
         kept_values = [row_values[i] for i in keep]
         ids, prepared.group_names = group_ids([kept_values[int(r)] for r in train[:, 0]])
         prepared.groups = ids.astype(np.int64)
+    if data.eval_by:  # the validation loss per value of FIELD (sft/evaluation.py)
+        from sft.data.grouping import group_ids
+
+        val_values = [eval_values[keep[int(r)]] for r in val[:, 0]]
+        if None in val_values:
+            where = kept_where[int(val[val_values.index(None), 0])]
+            raise UserError(
+                f"{where}: validation row has no field {data.eval_by!r} for data.eval_by"
+            )
+        ids, prepared.val_group_names = group_ids(val_values)
+        prepared.val_groups = ids.astype(np.int64)
     return prepared

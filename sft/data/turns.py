@@ -38,6 +38,7 @@ class Conversation:
     is_val: bool = False
     group: object = None  # collator.group_by value (None without grouping)
     tag: object = None  # data.combine_tag value (same_tag only)
+    eval_group: object = None  # data.eval_by value (None without data.eval_by)
 
 
 def assistant_turns(messages: list[dict]) -> int:
@@ -69,6 +70,7 @@ def _merge(members: list[Conversation]) -> Conversation:
     for c in members[1:]:
         messages += [dict(m) for m in (c.messages[1:] if system is not None else c.messages)]
     groups = sorted({str(c.group) for c in members if c.group is not None})
+    evals = sorted({str(c.eval_group) for c in members if c.eval_group is not None})
     return Conversation(
         messages=messages,
         where="+".join(c.where for c in members),
@@ -77,6 +79,7 @@ def _merge(members: list[Conversation]) -> Conversation:
         if first.group is None
         else (groups[0] if len(groups) == 1 else "+".join(groups)),
         tag=first.tag,
+        eval_group="+".join(evals) if evals else None,
     )
 
 

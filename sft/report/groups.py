@@ -66,7 +66,14 @@ def _metrics(runs: Sequence[Run]) -> list[tuple[str, object]]:
     tasks = sorted({t for r in runs for t in r.benchmarks})
     bench = [(f"{t} %", lambda r, t=t: _pct(r.benchmarks.get(t, {}).get("value"))) for t in tasks]
     present = [(name, get) for name, get in METRICS if any(get(r) is not None for r in runs)]
-    return present + bench
+    values = sorted({v for r in runs for v in r.summary.get("final_eval_loss_by") or {}})
+    by = [(f"eval loss {v}", lambda r, v=v: _by(r, v)) for v in values]  # data.eval_by
+    return present[:1] + by + present[1:] + bench
+
+
+def _by(run: Run, value: str) -> float | None:
+    x = (run.summary.get("final_eval_loss_by") or {}).get(value)
+    return float(x) if isinstance(x, (int, float)) else None
 
 
 def _pct(v) -> float | None:

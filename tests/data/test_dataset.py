@@ -141,3 +141,34 @@ def test_limit_with_val_path_cuts_training_rows_only(tiny_tokenizer, tmp_path):
     assert len(train_ids) == 20 and all(w.startswith(tr) for w in train_ids)
     assert len(val_ids) == 10 and all(w.startswith(va) for w in val_ids)
     assert sorted(val_ids) == sorted(f"{va}:{i}" for i in range(1, 11))
+
+
+def test_sample_draws_the_same_rows_for_every_run_seed_in_file_order(tiny_tokenizer, tmp_path):
+    path = _write(tmp_path / "d.jsonl", [_conv(f"q{i}", f"a{i}") for i in range(50)])
+    cfg = DataConfig(path=path, max_length=512, sample=12, sample_seed=3, val_fraction=0.25)
+    a = prepare_data(tiny_tokenizer, cfg, seed=0, progress=False)
+    b = prepare_data(tiny_tokenizer, cfg, seed=1, progress=False)
+    assert a.tokens.row_ids == b.tokens.row_ids and len(a.tokens.row_ids) == 12
+    lines = [int(w.rsplit(":", 1)[1]) for w in a.tokens.row_ids]
+    assert lines == sorted(lines) and lines != list(range(1, 13))  # file order, not the head
+    assert sorted(a.val[:, 0].tolist()) != sorted(b.val[:, 0].tolist())  # seeds: other split
+    other = DataConfig(path=path, max_length=512, sample=12, sample_seed=4)
+    assert prepare_data(tiny_tokenizer, other, progress=False).tokens.row_ids != a.tokens.row_ids
+    with pytest.raises(UserError, match="choose one"):
+        DataConfig(path=path, sample=12, limit=5)
+
+
+def test_eval_by_names_the_value_of_every_validation_piece(tiny_tokenizer, tmp_path):
+    rows = [_conv(f"q{i}", f"a{i}") | {"source": "ab"[i % 2]} for i in range(40)]
+    path = _write(tmp_path / "d.jsonl", rows)
+    cfg = DataConfig(path=path, max_length=512, val_fraction=0.3, eval_by="source")
+    d = prepare_data(tiny_tokenizer, cfg, progress=False)
+    assert len(d.val_groups) == len(d.val) == 12 and sorted(d.val_group_names) == ["a", "b"]
+    for (r, _, _), g in zip(d.val, d.val_groups):
+        line = int(d.tokens.row_ids[r].rsplit(":", 1)[1])
+        assert d.val_group_names[g] == "ab"[(line - 1) % 2]
+    for row in rows[2:]:
+        row.pop("source")
+    path = _write(tmp_path / "e.jsonl", rows)
+    with pytest.raises(UserError, match="validation row has no field 'source' for data.eval_by"):
+        prepare_data(tiny_tokenizer, DataConfig(path=path, val_fraction=0.5, eval_by="source"))
