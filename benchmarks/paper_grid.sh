@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # The seed paper's other experiments at small scale (docs/paper.md, "The paper's other
-# experiments"): every job of one experiment's grid, spread over CPU cores, one job per core at a
-# time (taskset + OMP_NUM_THREADS=1), each job in its own run dir under OUT/EXPERIMENT. A job whose
-# summary.json exists is skipped, so rerunning the command resumes the grid.
-#   bash benchmarks/paper_grid.sh lr          # env: SEEDS="0 1" CORES="0 1" OUT=outputs/paper_grid
-# EXPERIMENT: base | lr | grouping | turns | size | list (prints every job, runs nothing).
-# The same jobs as one Hydra sweep (sequential): the `sweep` column of docs/paper.md's table.
+# experiments"): every job of the named experiments, spread over CPU cores, one job per core at a
+# time (taskset + OMP_NUM_THREADS=1), each in its own run dir under OUT/EXPERIMENT/. A job whose
+# summary.json exists is skipped, so rerunning the command resumes the grid; a core takes the
+# next job nobody has claimed, so the cores stay busy across experiments.
+#   bash benchmarks/paper_grid.sh base lr     # env: SEEDS="0 1" CORES="0 1" OUT=outputs/paper_grid
+#   bash benchmarks/paper_grid.sh list        # every job of every experiment; runs nothing
+# Experiments (all on experiment=paper_small: SmolLM2-135M-Instruct, FLAN-CoT, 1 epoch):
+#   base      padding vs greedy packing on paper_small's rows (the first 660: all aqua)
+#   lr        packing with lr scaled linearly / by sqrt to its samples per step; 512-token packs
+#             holding padding's 4 samples per step against padding at the same max_length
+#   size      base at 2,640 rows (2,402 trained) instead of 660
+#   mix       greedy packing on 900 rows drawn from every source (data.sample), 240 held out,
+#             validation loss per source (data.eval_by=source): the grouping/turns reference
+#   grouping  mix with packs of one source (together) or mixed sources (apart)
+#   turns     mix with single-turn samples combined into 4-exchange conversations, at random
+#             or within a source (same_tag)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1"}
 CORES=${CORES:-"0 1"}
 OUT=${OUT:-outputs/paper_grid}
-EXP=${1:?usage: paper_grid.sh base|lr|grouping|turns|size|list}
+[ $# -gt 0 ] || { echo "usage: paper_grid.sh EXPERIMENT... | list" >&2; exit 2; }
 
 PAD="collator=padding"
 PACK="collator=packing collator.strategy=bfd"
+MIX="data.limit=0 data.sample=900 data.sample_seed=0 data.val_fraction=0.27 data.val_max_samples=240 data.eval_by=source"
 declare -a JOBS=()
 add() { for s in $SEEDS; do JOBS+=("$1/$2-seed$s|$3 seed=$s"); done; }
 grid() {
@@ -28,28 +39,30 @@ grid() {
       add lr packing_sqrt "$PACK optim.lr_scaling=sqrt"
       add lr padding_512 "$PAD data.max_length=512"
       add lr packing_512_samples4 "$PACK collator.pack_length=512 data.max_length=512 train.micro_batch_size=1 train.batch_by=samples train.step_budget=4" ;;
-    grouping)
-      add grouping packing_together "$PACK collator.group_by=source collator.group_mode=together"
-      add grouping packing_apart "$PACK collator.group_by=source collator.group_mode=apart" ;;
-    turns)
-      add turns packing_combine_random "$PACK data.combine=random data.combine_turns=4"
-      add turns packing_combine_same_tag "$PACK data.combine=same_tag data.combine_turns=4" ;;
     size)
-      add size padding_2400 "$PAD data.limit=2640"
-      add size packing_2400 "$PACK data.limit=2640" ;;
-    *) echo "unknown experiment $1" >&2; exit 2 ;;
+      add size padding_2640 "$PAD data.limit=2640"
+      add size packing_2640 "$PACK data.limit=2640" ;;
+    mix)
+      add mix packing "$PACK $MIX" ;;
+    grouping)
+      add grouping packing_together "$PACK $MIX collator.group_by=source collator.group_mode=together"
+      add grouping packing_apart "$PACK $MIX collator.group_by=source collator.group_mode=apart" ;;
+    turns)
+      add turns packing_combine_random "$PACK $MIX data.combine=random data.combine_turns=4"
+      add turns packing_combine_same_tag "$PACK $MIX data.combine=same_tag data.combine_turns=4" ;;
+    *) echo "unknown experiment $1 (base lr size mix grouping turns list)" >&2; exit 2 ;;
   esac
 }
-if [ "$EXP" = list ]; then
-  for e in base lr grouping turns size; do grid "$e"; done
+if [ "$1" = list ]; then
+  for e in base lr size mix grouping turns; do grid "$e"; done
   printf '%s\n' "${JOBS[@]}"
   exit 0
 fi
-grid "$EXP"
+for e in "$@"; do grid "$e"; done
 mkdir -p "$OUT"
 
 worker() {
-  local core=$1 job name overrides dir
+  local core=$1 job name overrides dir rc=0
   for job in "${JOBS[@]}"; do
     name=${job%%|*}
     overrides=${job#*|}
@@ -57,7 +70,7 @@ worker() {
     [ -f "$dir/summary.json" ] && continue
     mkdir -p "$(dirname "$dir")"
     mkdir "$dir.claim" 2>/dev/null || continue # another core has it
-    echo "[core $core] $name: $overrides"
+    echo "[core $core] $(date +%H:%M) $name: $overrides"
     # shellcheck disable=SC2086
     if ! OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c "$core" $PY sft/train.py experiment=paper_small \
       $overrides run_name="$(basename "$name")" run_dir="$dir" train.progress=false \
@@ -67,7 +80,7 @@ worker() {
     fi
     rmdir "$dir.claim"
   done
-  return ${rc:-0}
+  return $rc
 }
 pids=()
 for core in $CORES; do

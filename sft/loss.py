@@ -63,10 +63,9 @@ def cheaper_impl(targets: int, vocab: int, hidden: int, weight_bytes: int, chunk
     """full or chunked, whichever needs less loss memory for `targets` targets (the accounting
     of sft/plan_memory.py's `logits_memory`): full holds 12 B per [N, V] logit at the start of
     backward (the fp32 log-softmax, its gradient and the logits' gradient); chunked one chunk of
-    them plus a gradient of the head's weight."""
-    low = weight_bytes < 4
+    them (8 B per logit) plus a gradient of the head's weight."""
     full = targets * vocab * 12
-    chunked = min(targets, chunk) * vocab * (8 if low else 4) + vocab * hidden * weight_bytes
+    chunked = min(targets, chunk) * vocab * 8 + vocab * hidden * weight_bytes
     return "chunked" if chunked < full else "full"
 
 

@@ -82,6 +82,7 @@ def fitting_options(
 
     def option(mbs: int, gc: bool, impl: str) -> Option:
         rows, length = rows_of(mbs)
+        accum = max(1, (micro_batch_size * grad_accum) // mbs)
         est = peak_memory(
             shape,
             setup,
@@ -91,8 +92,8 @@ def fitting_options(
             supervised_fraction=supervised_fraction,
             loss_impl=impl,
             chunk_tokens=chunk_tokens,
+            grad_accum=accum,
         )
-        accum = max(1, (micro_batch_size * grad_accum) // mbs)
         return Option(mbs, accum, gc, impl, est)
 
     base = option(micro_batch_size, checkpointing, loss_impl)

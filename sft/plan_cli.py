@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             ns.gpus_per_node,
             resolve_impl(cfg.loss.impl, shape.vocab_size),
             cfg.loss.chunk_tokens,
+            t.grad_accum,
         )
     )
     if ns.fit:  # what fits a memory budget (sft/plan_fit.py)

@@ -326,8 +326,10 @@ def logits_memory(
     full:    the logits at supervised positions: at the start of backward the fp32 log-softmax
              cross-entropy saved, its gradient and the logits' gradient, 12 B per value in any
              precision (measured: 11.9-12.0 B for fp32 and bf16 heads).
-    chunked: one chunk of logits (model dtype, fp32 copy, model-dtype grad: bf16 2+4+2, fp32 4)
-             plus the LM head's weight gradient made in forward and held until backward.
+    chunked: one chunk of logits, 8 B per value in any precision (the fp32 logits and the
+             temporary of their log-sum-exp; a bf16 head's own output and the bf16 gradient
+             exist only beside one of them), plus the LM head's weight gradient made in forward
+             and held until backward.
     auto:    the smaller of the two (the loss picks per micro-batch, sft/loss.py `cheaper_impl`).
     """
     kept = rows * row_length * supervised_fraction
@@ -338,10 +340,27 @@ def logits_memory(
         )
         return min(both)
     if impl in ("chunked", "liger"):
-        per_value = (2 + 4 + 2) if dtype != "fp32" else 4
         b = 2 if dtype != "fp32" else 4
-        return min(kept, chunk_tokens) * shape.vocab_size * per_value + shape.lm_head_size() * b
+        return min(kept, chunk_tokens) * shape.vocab_size * 8 + shape.lm_head_size() * b
     return kept * shape.vocab_size * 12
+
+
+def grads_at_peak(setup: MemorySetup, grad_accum: int) -> bool:
+    """Whether a step's gradients exist at its peak (the loss: end of forward, start of
+    backward). Not on one process without accumulation: the trainer's zero_grad(set_to_none)
+    frees them after every optimizer step and backward makes them only after the loss (measured:
+    the tiny128k full-loss rows of bench_memory.py were over by the 260 MiB of gradients). DDP's
+    buckets, DeepSpeed's and FSDP2's flat buffers and accumulated gradients hold them throughout."""
+    return not (setup.engine == "plain" and setup.gpus == 1 and grad_accum == 1)
+
+
+def step_total(state: StateMemory, act: float, loss: float, grads_live: bool) -> float:
+    """Bytes per GPU at a step's peak: the states with the activations and the loss; without
+    live gradients (`grads_at_peak`), the larger of the loss peak and backward's end (all the
+    gradients made, the activations freed)."""
+    if grads_live:
+        return state.gpu_total + act + loss
+    return state.gpu_total - state.grads + max(act + loss, state.grads)
 
 
 def peak_memory(
@@ -354,6 +373,7 @@ def peak_memory(
     supervised_fraction: float,
     loss_impl: str = "full",
     chunk_tokens: int = 512,
+    grad_accum: int = 1,
 ) -> float:
     """Bytes per GPU at the peak of a step on micro-batches of rows x row_length: the states on the
     device, the activations and the loss (what `sft-plan` prints as the total)."""
@@ -361,4 +381,5 @@ def peak_memory(
     loss = logits_memory(
         shape, rows, row_length, setup.dtype, supervised_fraction, loss_impl, chunk_tokens
     )
-    return state_memory(shape, setup).gpu_total + act + loss
+    live = grads_at_peak(setup, grad_accum)
+    return step_total(state_memory(shape, setup), act, loss, live)

@@ -18,8 +18,10 @@ from sft.plan_memory import (
     ModelShape,
     activation_memory,
     bytes_per_param,
+    grads_at_peak,
     logits_memory,
     state_memory,
+    step_total,
 )
 
 
@@ -89,6 +91,7 @@ def memory_table(
     gpus_per_node: int,
     loss_impl: str = "full",
     chunk_tokens: int = 512,
+    grad_accum: int = 1,
 ):
     """The rich table of memory per GPU for padding/packing x gradient checkpointing off/on.
 
@@ -119,9 +122,10 @@ def memory_table(
         "gradients": setup.offload_optimizer,
         "optimizer states": setup.offload_optimizer,
     }
+    live = grads_at_peak(setup, grad_accum)
     for label, value, per in (
         ("weights", state.weights, wb),
-        ("gradients", state.grads, gb),
+        ("gradients" + ("" if live else " (made after the loss peak)"), state.grads, gb),
         ("optimizer states", state.optimizer, ob),
         ("gathered unit (ZeRO-3)", state.gathered, ""),
     ):
@@ -137,7 +141,7 @@ def memory_table(
     table.add_row(
         f"loss {loss_impl} ({supervised_fraction:.0%} supervised)", "", *map(_gib, logits)
     )
-    totals = [state.gpu_total + a + lg for a, lg in zip(acts, logits)]
+    totals = [step_total(state, a, lg, live) for a, lg in zip(acts, logits)]
     table.add_row(
         "[bold]total GPU[/]",
         "",

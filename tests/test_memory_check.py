@@ -62,8 +62,8 @@ def test_a_run_that_cannot_fit_is_refused_with_the_override_that_fits():
 
 
 def test_advice_shrinks_the_micro_batch_and_keeps_the_batch_when_checkpointing_is_not_enough():
-    base, fits = fitting_options(SHAPE, SETUP, budget=2.4 * GIB, **_kw(checkpointing=True))
-    assert fits and all(o.bytes <= 2.4 * GIB for o in fits)
+    base, fits = fitting_options(SHAPE, SETUP, budget=2.6 * GIB, **_kw(checkpointing=True))
+    assert fits and all(o.bytes <= 2.6 * GIB for o in fits)
     first = fits[0]
     assert first.micro_batch_size < 8 and first.micro_batch_size * first.grad_accum == 8
     assert f"train.micro_batch_size={first.micro_batch_size}" in first.overrides(base)

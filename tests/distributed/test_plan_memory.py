@@ -14,7 +14,9 @@ from sft.plan_memory import (
     MemorySetup,
     activation_memory,
     bytes_per_param,
+    grads_at_peak,
     logits_memory,
+    peak_memory,
     resolve_shape,
     state_memory,
 )
@@ -196,10 +198,30 @@ def test_logits_only_at_supervised_positions():
     # full: log-softmax output, its gradient and the logits' gradient, fp32 (12 B per value)
     assert logits_memory(tiny, 2, 100, "fp32", 0.5) == 100 * 259 * 12
     assert logits_memory(tiny, 2, 100, "bf16", 1.0) == 200 * 259 * 12
-    # chunked: one chunk of logits (never more than the targets) + the head's weight gradient
+    # chunked: one chunk of logits, 8 B each (fp32 logits + their log-sum-exp's temporary;
+    # never more than the targets) + the head's weight gradient
     head = 259 * tiny.hidden_size
-    assert logits_memory(tiny, 2, 100, "fp32", 0.5, "chunked", 30) == 30 * 259 * 4 + head * 4
+    assert logits_memory(tiny, 2, 100, "fp32", 0.5, "chunked", 30) == 30 * 259 * 8 + head * 4
     assert logits_memory(tiny, 2, 100, "bf16", 0.1, "chunked", 64) == 20 * 259 * 8 + head * 2
+
+
+def test_gradients_count_at_the_peak_only_where_they_live_through_it():
+    tiny = resolve_shape("tiny", 256, 4, 128256)
+    one = MemorySetup(gpus=1, zero_stage=0, engine="plain", dtype="fp32")
+    kw = {"rows": 2, "row_length": 512, "checkpointing": False, "supervised_fraction": 0.5}
+    state = state_memory(tiny, one)
+    act = activation_memory(tiny, 2, 512, "fp32", False, "plain")
+    loss = logits_memory(tiny, 2, 512, "fp32", 0.5)
+    # one process, no accumulation: zero_grad(set_to_none) after each step, grads made after
+    # the loss, so the peak is the larger of the loss peak and backward's end
+    alone = peak_memory(tiny, one, **kw)
+    assert alone == state.weights + state.optimizer + max(act + loss, state.grads)
+    # accumulation, DDP buckets and DeepSpeed's buffers keep them through the loss
+    assert peak_memory(tiny, one, grad_accum=2, **kw) == state.gpu_total + act + loss
+    ddp = MemorySetup(gpus=2, zero_stage=0, engine="plain", dtype="fp32")
+    assert peak_memory(tiny, ddp, **kw) == state_memory(tiny, ddp).gpu_total + act + loss
+    z3 = MemorySetup(gpus=1, zero_stage=3, engine="deepspeed", dtype="bf16")
+    assert grads_at_peak(z3, 1)
 
 
 def _pieces(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
