@@ -35,13 +35,14 @@ METRICS = (
 
 
 def config_value(run: Run, key: str) -> str:
-    """The value of a dotted config key in the run's config.yaml, as text ("-" when absent)."""
+    """The value of a dotted config key in the run's config.yaml, as text ("-" when absent,
+    '' when empty, e.g. `collator.group_by` without grouping)."""
     node = run.config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return "-"
         node = node[part]
-    return str(node)
+    return str(node) if node != "" else "''"
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> dict[tuple[str, ...], list[Run]]:

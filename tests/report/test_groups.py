@@ -90,3 +90,19 @@ def test_a_real_sweep_reported_by_collator(tmp_path):
         assert len(losses) == 2 and g["eval loss"]["n"] == 2
         assert g["eval loss"]["mean"] == pytest.approx(sum(losses) / 2)
         assert g["eval loss"]["std"] == pytest.approx(statistics.stdev(losses))
+
+
+def test_eval_loss_by_value_gets_a_column_per_value(tmp_path):
+    runs = []
+    for seed, (a, b) in enumerate([(1.0, 2.0), (1.2, 2.4)]):
+        path = _fake_run(tmp_path, f"mix-{seed}", "bfd", seed, (a + b) / 2)
+        summary = json.loads((path / "summary.json").read_text())
+        summary["final_eval_loss_by"] = {"aqua": a, "gsm8k": b}
+        (path / "summary.json").write_text(json.dumps(summary))
+        runs.append(load_run(path))
+    names, rows = group_rows(runs, ["collator.strategy"])
+    assert names[:3] == ["eval loss", "eval loss aqua", "eval loss gsm8k"]
+    assert rows[0]["eval loss aqua"]["mean"] == pytest.approx(1.1)
+    assert rows[0]["eval loss gsm8k"]["std"] == pytest.approx(statistics.stdev([2.0, 2.4]))
+    (runs[0].path / "config.yaml").write_text("collator:\n  group_by: ''\n")
+    assert config_value(load_run(runs[0].path), "collator.group_by") == "''"
