@@ -237,9 +237,10 @@ def main() -> None:
     p.add_argument(
         "--markdown",
         nargs="?",
-        const=str(RESULT.with_suffix(".md")),
+        const="next-to-json",
         default="",
-        help="write the tables (--markdown alone: next to the default JSON)",
+        help="write the tables (--markdown alone: beside the record, --json's or --add-mfu's "
+        "path, else the default one, as .md)",
     )
     p.add_argument(
         "--dry-run",
@@ -254,6 +255,8 @@ def main() -> None:
         "rewrite it and its --markdown; trains nothing",
     )
     args = p.parse_args()
+    if args.markdown == "next-to-json":
+        args.markdown = str(Path(args.add_mfu or args.json or RESULT).with_suffix(".md"))
     if args.add_mfu:
         record = json.loads(Path(args.add_mfu).read_text())
         add_mfu(record, gemm_peak_flops(record["settings"]["threads"]))
