@@ -6,7 +6,8 @@
       -> ids + trained-token mask (tokenize.py; datasets.map: cached by fingerprint, num_proc, progress)
       -> flat arrays `ids`, `mask`, shifted `targets` (targets.py), per-row `offsets`
       -> pieces (row, start, end) after the overlong policy (truncate | drop | split)
-      -> train / validation pieces (val_path, or a seeded val_fraction of rows)
+      -> train / validation pieces (val_path, or a seeded val_fraction of rows: drawn before
+         data.turns / data.combine when they are set, so the validation rows stay as read)
 
 `data.limit` keeps the first N rows of `data.path` (`data.sample` a seeded random N, in file
 order); the rows of `data.val_path` are never cut by them and never become training rows.
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sft.data.concat import split_overlong
-from sft.data.fields import field_values, sample_rows
+from sft.data.fields import field_values, held_out, sample_rows
 from sft.data.formats import RowError, to_messages
 from sft.data.sources import BadRow, read_rows
 from sft.data.targets import has_target, row_targets
@@ -296,7 +297,12 @@ def prepare_data(
         except RowError as e:
             bad.append(BadRow(row["_where"], e.reason, e.detail))
     report.rows_read = len(raw.rows) + len(raw.bad)
+    drawn = False  # held-out rows drawn before data.turns / data.combine reshape the rest
     if convs and (data.turns != "all" or data.combine != "none"):  # sft/data/turns.py
+        if data.val_fraction > 0 and not data.val_path:
+            drawn = True
+            for i in held_out(len(convs), data.val_fraction, data.val_max_samples, seed)[0]:
+                convs[i].is_val = True
         convs = shape_turns(convs, data.turns, data.combine, data.combine_turns, seed, report)
     msgs, where = [c.messages for c in convs], [c.where for c in convs]
     is_val, row_values = [c.is_val for c in convs], [c.group for c in convs]
@@ -344,12 +350,10 @@ def prepare_data(
     kept_is_val = np.array([is_val[i] for i in keep], dtype=bool)
 
     rows = np.arange(len(keep))
-    if data.val_path:
+    if data.val_path or drawn:
         train_rows, val_rows = rows[~kept_is_val], rows[kept_is_val]
     elif data.val_fraction > 0:
-        perm = np.random.default_rng(seed + 7919).permutation(len(rows))
-        n_val = min(max(1, round(data.val_fraction * len(rows))), data.val_max_samples or len(rows))
-        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        val_rows, train_rows = held_out(len(rows), data.val_fraction, data.val_max_samples, seed)
     else:
         train_rows, val_rows = rows, rows[:0]
     train = _apply_overlong(

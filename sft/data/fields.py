@@ -1,9 +1,10 @@
-"""What data options read from the rows themselves: a seeded sample of them, and one field's
-value per row (collator.group_by, data.combine_tag, data.eval_by).
+"""Which rows data options pick: a seeded sample of them, the held-out validation draw, and one
+field's value per row (collator.group_by, data.combine_tag, data.eval_by).
 
 Invariant: `sample_rows` keeps exactly min(n, len(rows)) rows, in file order, the same ones for
-the same seed whatever else the config says; `field_values` returns one value per row and names
-the first training row that lacks the field instead of guessing.
+the same seed whatever else the config says; `held_out` draws the same indices for the same n,
+fraction, cap and seed; `field_values` returns one value per row and names the first training
+row that lacks the field instead of guessing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ def sample_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
         return rows
     keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
     return [rows[i] for i in keep]
+
+
+def held_out(n: int, fraction: float, max_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices of `n` rows, both sorted: a seeded `fraction` of them, at
+    least one and at most `max_samples` (0: no cap) (data.val_fraction, data.val_max_samples)."""
+    perm = np.random.default_rng(seed + 7919).permutation(n)
+    n_val = min(max(1, round(fraction * n)), max_samples or n)
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
 
 def field_values(rows: list[dict], field_name: str, n_train_rows: int, option: str) -> list:

@@ -11,8 +11,10 @@
 Only conversations with the same system message (or none) are combined, and a combined
 conversation starts with that system message, so nothing a member said is dropped. The last
 conversation of a partition may hold fewer than K exchanges. Validation rows (`data.val_path`)
-are never filtered or combined; with `data.val_fraction` the held-out rows are drawn after
-combining, so they are combined conversations like the training rows.
+are never filtered or combined, nor are the rows `data.val_fraction` holds out: those are drawn
+from the conversations read, before filtering and combining, with the same draw as a run without
+these options (when every row tokenizes), so a combined run and its single-turn reference
+validate on the same rows.
 
 Invariant: every message of every kept training conversation appears exactly once in the output,
 in its original order inside its member; every conversation read is either kept whole, merged

@@ -102,6 +102,25 @@ def test_prepare_data_counts_every_row(tiny_tokenizer, tmp_path):
     assert trained == len(d.train)
 
 
+@pytest.mark.parametrize("mode", ["random", "same_tag"])
+def test_held_out_rows_are_drawn_before_combining(tiny_tokenizer, tmp_path, mode):
+    rows = [_row(i, source=f"s{i % 3}") for i in range(40)]
+    path = _write(tmp_path / "d.jsonl", rows)
+    split = {"val_fraction": 0.25, "val_max_samples": 8, "eval_by": "source"}
+    ref = prepare_data(tiny_tokenizer, DataConfig(path=path, **split), seed=1, progress=False)
+    cfg = DataConfig(path=path, combine=mode, combine_turns=4, **split)
+    d = prepare_data(tiny_tokenizer, cfg, seed=1, progress=False)
+    val = [d.tokens.row_ids[r] for r in d.val[:, 0]]
+    assert val == [ref.tokens.row_ids[r] for r in ref.val[:, 0]] and len(val) == 8
+    assert [d.val_group_names[g] for g in d.val_groups] == [
+        ref.val_group_names[g] for g in ref.val_groups
+    ]
+    train = [w for r in d.train[:, 0] for w in d.tokens.row_ids[r].split("+")]
+    assert sorted(train + val) == sorted(ref.tokens.row_ids)  # every row once, val not combined
+    per_source = Counter(int(w.rsplit(":", 1)[1]) % 3 for w in train)  # line i+1 is source i % 3
+    assert len(d.train) == (8 if mode == "random" else sum(-(-n // 4) for n in per_source.values()))
+
+
 def test_prepare_data_refusals(tiny_tokenizer, tmp_path):
     path = _write(tmp_path / "d.jsonl", [{"messages": _conv(0).messages}])
     with pytest.raises(
