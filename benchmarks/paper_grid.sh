@@ -6,8 +6,11 @@
 # next job nobody has claimed, so the cores stay busy across experiments. To stop a grid and go
 # on later: kill the paper_grid.sh processes, then `pkill -TERM -f sft/train.py`: each training
 # checkpoints at its next step and exits 75; the rerun resumes it from there (resume_from=latest),
-# and claims left by dead workers are dropped at start.
+# and claims left by dead workers are dropped at start. A finished job's small files (config.yaml,
+# metrics.jsonl, summary.json, data_report.json; no weights) are copied to KEEP/EXPERIMENT/NAME,
+# which the repository holds, so `sft-report` rebuilds docs/paper.md's tables from a clean clone.
 #   bash benchmarks/paper_grid.sh base lr     # env: SEEDS="0 1" CORES="0 1" OUT=outputs/paper_grid
+#                                             #      KEEP=benchmarks/results/paper_grid ('' = none)
 #   bash benchmarks/paper_grid.sh list        # every job of every experiment; runs nothing
 # Experiments (all on experiment=paper_small: SmolLM2-135M-Instruct, FLAN-CoT, 1 epoch):
 #   base      padding vs greedy packing on paper_small's rows (the first 660: all aqua)
@@ -25,6 +28,7 @@ PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1"}
 CORES=${CORES:-"0 1"}
 OUT=${OUT:-outputs/paper_grid}
+KEEP=${KEEP-benchmarks/results/paper_grid}
 [ $# -gt 0 ] || { echo "usage: paper_grid.sh EXPERIMENT... | list" >&2; exit 2; }
 
 PAD="collator=padding"
@@ -86,6 +90,11 @@ worker() {
       >"$dir.log" 2>&1; then
       echo "[core $core] $name FAILED (log: $dir.log)" >&2
       rc=1
+    elif [ -n "$KEEP" ]; then
+      mkdir -p "$KEEP/$name"
+      for f in config.yaml metrics.jsonl summary.json data_report.json; do
+        [ -f "$dir/$f" ] && cp "$dir/$f" "$KEEP/$name/"
+      done
     fi
     rm -rf "$dir.claim"
   done
