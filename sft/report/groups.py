@@ -28,6 +28,7 @@ METRICS = (
     ("eval loss", lambda r: r.stat("final_eval_loss")),
     ("train loss", lambda r: r.stat("final_loss")),
     ("steps", lambda r: r.stat("steps")),
+    ("pack eff. %", lambda r: _pct(r.stat("pack_efficiency"))),
     ("samples/step", lambda r: r.stat("samples_per_step")),
     ("lr", lambda r: r.stat("lr")),
     ("tokens/s", lambda r: r.stat("tokens_per_s")),

@@ -24,6 +24,7 @@ def _fake_run(root, name, strategy, seed, eval_loss):
     )
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
     summary = {"run_name": name, "final_eval_loss": eval_loss, "steps": 10, "lr": 2e-5}
+    summary["pack_efficiency"] = 0.9 + 0.01 * seed
     (run / "summary.json").write_text(json.dumps(summary))
     return run
 
@@ -53,6 +54,7 @@ def test_groups_by_config_keys(tmp_path):
     assert by["bfd"]["runs"] == ["bfd-0", "bfd-1"]
     assert by["bfd"]["eval loss"]["mean"] == pytest.approx(1.15)
     assert by["random_concat"]["eval loss"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert by["bfd"]["pack eff. %"]["mean"] == pytest.approx(90.5)  # in percent
     _, per_run = group_rows(runs, ["collator.strategy", "seed"])
     assert len(per_run) == 4 and all(r["eval loss"]["std"] is None for r in per_run)
     report = build_report([r.path for r in runs], tmp_path / "rep", by=["collator.strategy"])
