@@ -10,10 +10,11 @@ functions decide which samples may share a pack:
               number of packs and the tokens - hence efficiency and step counts - are exactly
               those of the ungrouped plan. Each length's samples, sorted by group, are dealt to
               that length's slots in order of a per-slot phase that spreads each pack's slots
-              evenly around a circle (so a pack's samples come from far apart in group order); then every pack of >= 2 samples still holding one group
-              swaps one sample with a sample of another group (of the same length if one can,
-              else of the nearest length that keeps both packs within capacity) from a pack that
-              stays mixed (a bounded scan; a pack with no such partner stays single-valued).
+              evenly around a circle (so a pack's samples come from far apart in group
+              order); then every pack of >= 2 samples still holding one group swaps one sample
+              with a sample of another group (of the same length if one can, else of the
+              nearest length that keeps both packs within capacity) from a pack that stays
+              mixed (a bounded scan; a pack with no such partner stays single-valued).
 
 Random packing (`random_concat`) takes the same option: together = shuffle and cut each group
 alone; apart = the shuffle interleaves the groups evenly before the concatenation is cut.
