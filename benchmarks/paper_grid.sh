@@ -8,7 +8,8 @@
 # checkpoints at its next step and exits 75; the rerun resumes it from there (resume_from=latest),
 # and claims left by dead workers are dropped at start. A finished job's small files (config.yaml,
 # metrics.jsonl, summary.json, data_report.json; no weights) are copied to KEEP/EXPERIMENT/NAME,
-# which the repository holds, so `sft-report` rebuilds docs/paper.md's tables from a clean clone.
+# which the repository holds, so `sft-report` rebuilds docs/paper.md's tables from a clean clone;
+# a job kept there is not run again, so a grid longer than one machine's life goes on from a clone.
 #   bash benchmarks/paper_grid.sh base lr     # env: SEEDS="0 1" CORES="0 1" OUT=outputs/paper_grid
 #                                             #      KEEP=benchmarks/results/paper_grid ('' = none)
 #   bash benchmarks/paper_grid.sh list        # every job of every experiment; runs nothing
@@ -80,6 +81,7 @@ worker() {
     overrides=${job#*|}
     dir="$OUT/$name"
     [ -f "$dir/summary.json" ] && continue
+    [ -n "$KEEP" ] && [ -f "$KEEP/$name/summary.json" ] && continue # kept by an earlier session
     mkdir -p "$(dirname "$dir")"
     mkdir "$dir.claim" 2>/dev/null || continue # another core has it
     echo "$BASHPID" >"$dir.claim/pid"

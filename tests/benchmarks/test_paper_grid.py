@@ -1,4 +1,5 @@
-"""benchmarks/paper_grid.sh: every job runs once, a rerun resumes, finished runs are kept.
+"""benchmarks/paper_grid.sh: every job runs once, a rerun resumes, finished runs are kept and
+not run again on a new machine.
 
 The trainer is replaced by a fake (PY=...) that writes what a finished run writes, so the test
 checks the script's bookkeeping (claims, skips, exit code, KEEP copies), not training.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,5 +83,10 @@ def test_every_job_once_rerun_resumes_and_finished_runs_are_kept(tmp_path):
     assert second.returncode == 1
     again = [json.loads(line) for line in calls.read_text().splitlines()][4:]
     assert len(again) == 1 and "collator.group_mode=apart" in again[0] and "seed=1" in again[0]
+
+    shutil.rmtree(tmp_path / "out")  # a new machine: only the kept runs are left
+    third = _grid(tmp_path, "grouping")
+    assert third.returncode == 1  # the failed job ran again, nothing kept did
+    assert len(calls.read_text().splitlines()) == 6
 
     assert _grid(tmp_path, "nonsense").returncode == 2
