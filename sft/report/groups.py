@@ -127,27 +127,56 @@ def write_groups(runs: Sequence[Run], keys: Sequence[str], out: Path) -> list[Pa
             stats = [row[n][s] for n in names for s in ("mean", "std")]
             w.writerow([*row["keys"].values(), len(row["runs"]), *stats])
     written = [out / "groups.json", out / "groups.csv"]
-    figure = _plot(rows, keys, "eval loss" if "eval loss" in names else None, out / "groups.png")
+    figure = _plot(rows, keys, names, out / "groups.png")
     return written + ([figure] if figure else [])
 
 
-def _plot(rows: list[dict], keys: Sequence[str], metric: str | None, path: Path) -> Path | None:
-    if metric is None or not any(r[metric]["mean"] is not None for r in rows):
+def _plot(rows: list[dict], keys: Sequence[str], names: list[str], path: Path) -> Path | None:
+    """The eval loss per group; beside it, with data.eval_by, the eval loss per value of the
+    field, one bar per group (mean ± std over the group's runs)."""
+    metric = "eval loss"
+    if metric not in names or not any(r[metric]["mean"] is not None for r in rows):
         return None
     from sft.report.figures import STYLE, plt
 
+    per_value = [n for n in names if n.startswith("eval loss ")]
+    labels = ["\n".join(r["keys"].values()) for r in rows]
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 4))
-        labels = ["\n".join(r["keys"].values()) for r in rows]
+        width = max(5.0, 1.2 * len(rows) + 2)
+        if per_value:
+            fig, (ax, by) = plt.subplots(
+                1, 2, figsize=(width + max(6.0, 0.5 * len(rows) * len(per_value) + 2), 4.5),
+                gridspec_kw={"width_ratios": [width, max(6.0, len(rows) * len(per_value) / 2)]},
+            )  # fmt: skip
+            _plot_per_value(by, rows, per_value, [" / ".join(r["keys"].values()) for r in rows])
+        else:
+            fig, ax = plt.subplots(figsize=(width, 4))
         means = [r[metric]["mean"] or 0.0 for r in rows]
         errs = [r[metric]["std"] or 0.0 for r in rows]
         ax.bar(range(len(rows)), means, yerr=errs, capsize=4, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(rows)), labels, fontsize=9)
         ax.set_ylabel(f"{metric} (mean ± std over runs)")
-        ax.set_title(f"{metric} by {', '.join(keys)}")
+        ax.set_title(f"{metric} by\n{', '.join(keys)}", fontsize=10)
         lo = min(m - e for m, e in zip(means, errs))
         ax.set_ylim(bottom=max(0.0, lo - 0.1 * abs(lo)))
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
     return path
+
+
+def _plot_per_value(ax, rows: list[dict], names: list[str], labels: list[str]) -> None:
+    step = 0.8 / len(rows)
+    lows = []
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        means = [row[n]["mean"] for n in names]
+        errs = [row[n]["std"] or 0.0 for n in names]
+        xs = [j + (i - (len(rows) - 1) / 2) * step for j in range(len(names))]
+        ax.bar(xs, [m or 0.0 for m in means], step, yerr=errs, capsize=2, label=label, alpha=0.85)
+        lows += [m - e for m, e in zip(means, errs) if m is not None]
+    ax.set_xticks(range(len(names)), [n[len("eval loss ") :] for n in names], fontsize=9)
+    ax.set_ylabel("eval loss per value (mean ± std)")
+    ax.set_title("eval loss per value of data.eval_by", fontsize=10)
+    if lows:
+        ax.set_ylim(bottom=max(0.0, min(lows) - 0.1 * abs(min(lows))))
+    ax.legend(fontsize=8)

@@ -8,10 +8,11 @@ import statistics
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import pytest
 
 from sft.report.build import build_report
-from sft.report.groups import config_value, group_rows, mean_std
+from sft.report.groups import config_value, group_rows, mean_std, write_groups
 from sft.report.runs import load_run
 from tests.test_train import ROOT, SMALL
 
@@ -27,6 +28,11 @@ def _fake_run(root, name, strategy, seed, eval_loss):
     summary["pack_efficiency"] = 0.9 + 0.01 * seed
     (run / "summary.json").write_text(json.dumps(summary))
     return run
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path
 
 
 def test_mean_and_sample_std():
@@ -106,5 +112,11 @@ def test_eval_loss_by_value_gets_a_column_per_value(tmp_path):
     assert names[:3] == ["eval loss", "eval loss aqua", "eval loss gsm8k"]
     assert rows[0]["eval loss aqua"]["mean"] == pytest.approx(1.1)
     assert rows[0]["eval loss gsm8k"]["std"] == pytest.approx(statistics.stdev([2.0, 2.4]))
+    plain = write_groups(runs, ["collator.strategy"], _mkdir(tmp_path / "plain"))[-1]
+    for run in runs:  # the same runs without the per-value losses: no second panel
+        run.summary.pop("final_eval_loss_by")
+    single = write_groups(runs, ["collator.strategy"], _mkdir(tmp_path / "single"))[-1]
+    wide, narrow = (plt.imread(str(p)).shape[1] for p in (plain, single))
+    assert plain.name == single.name == "groups.png" and wide > 1.8 * narrow
     (runs[0].path / "config.yaml").write_text("collator:\n  group_by: ''\n")
     assert config_value(load_run(runs[0].path), "collator.group_by") == "''"
