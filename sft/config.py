@@ -250,6 +250,9 @@ class TrainConfig:
     memory_check: bool = True
     """Refuse to start (one line, with overrides that fit) when sft-plan's estimate of the peak
     memory exceeds the free memory of the GPU / machine; false starts anyway."""
+    memory_margin: float = 0.15
+    """The check raises the estimate by this fraction before comparing it with the free memory
+    (measured peaks reach 1.11x the estimate: docs/performance.md "Memory model"); 0 = none."""
     max_bad_steps: int = 3
     """Non-finite steps in a row (each skipped) before the run stops with exit code 3."""
     progress: bool = True
@@ -292,6 +295,10 @@ class TrainConfig:
             value = getattr(self, key)
             _check(value >= 0, f"train.{key} must be >= 0 (0 = {ZERO_MEANS[key]}), got {value}")
         _check(self.max_bad_steps >= 1, "train.max_bad_steps must be >= 1")
+        _check(
+            math.isfinite(self.memory_margin) and self.memory_margin >= 0,
+            f"train.memory_margin must be >= 0 (a fraction: 0.15 = 15%), got {self.memory_margin}",
+        )
         self.report_to = tracker_names(self.report_to)
         _check(
             math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,

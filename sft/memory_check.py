@@ -4,14 +4,17 @@ The estimate is `sft-plan`'s (sft/plan_memory.py `peak_memory`) for the run's la
 micro-batch (the batching choice's `memory_rows`, capped by the samples there are), its engine,
 precision, gradient checkpointing and loss implementation. It is compared, before the optimizer
 exists, with what the device has free: `torch.cuda.mem_get_info` on a GPU, MemAvailable of
-/proc/meminfo on CPU (shared by the processes of the node, so each needs its share). The weights
-are already loaded at that point and count as resident.
+/proc/meminfo on CPU (shared by the processes of the node, so each needs its share), after
+raising the estimate by `train.memory_margin` (the estimate's measured error, docs/performance.md
+"Memory model", is up to 11% low). The weights are already loaded at that point and count as
+resident.
 
 `fitting_options` is the search behind both the refusal's advice and `sft-plan --fit`: the
 micro-batch sizes (grad_accum raised to keep the batch), gradient checkpointing and loss
 implementations that fit a budget, fewest changes first.
 
-Invariant: `check_memory` returns only if the estimate fits (or the check is off); otherwise it
+Invariant: `check_memory` returns only if the estimate plus its margin fits (or the check is off
+or the free memory unknown); otherwise it
 raises one UserError naming the estimate, the free memory and overrides that fit (or that none
 does), before anything is written.
 """
@@ -134,8 +137,10 @@ def check_memory(
     supervised_fraction: float,
     free_bytes: float | None,
     processes_sharing: int = 1,
+    margin: float = 0.0,
 ) -> float:
-    """The estimated peak in bytes; raises UserError when it cannot fit in `free_bytes`."""
+    """The estimated peak in bytes; raises UserError when the estimate x (1 + margin) cannot fit
+    in `free_bytes`."""
     resident = state_memory(shape, setup).weights  # loaded before the check
     share = None if free_bytes is None else free_bytes / max(processes_sharing, 1) + resident
     base, fits = fitting_options(
@@ -148,9 +153,9 @@ def check_memory(
         loss_impl=loss_impl,
         chunk_tokens=chunk_tokens,
         supervised_fraction=supervised_fraction,
-        budget=share if share is not None else float("inf"),
+        budget=share / (1 + margin) if share is not None else float("inf"),
     )
-    if share is None or base.bytes <= share:
+    if share is None or base.bytes * (1 + margin) <= share:
         return base.bytes
     rows, length = rows_of(micro_batch_size)
     advice = (
@@ -160,10 +165,11 @@ def check_memory(
         "data.max_length / collator.pack_length, more GPUs, or ZeRO-3 offload"
     )
     who = f" per process ({processes_sharing} share this machine)" if processes_sharing > 1 else ""
+    plus = f" + {margin:.0%} margin (train.memory_margin)" if margin else ""
     raise UserError(
-        f"this run needs about {base.bytes / GIB:.1f} GiB{who} at its peak (sft-plan's estimate "
-        f"for micro-batches of {rows} x {length} tokens) but {share / GIB:.1f} GiB is free: "
-        f"{advice}; or set train.memory_check=false to start anyway"
+        f"this run needs about {base.bytes / GIB:.1f} GiB{who}{plus} at its peak (sft-plan's "
+        f"estimate for micro-batches of {rows} x {length} tokens) but {share / GIB:.1f} GiB is "
+        f"free: {advice}; or set train.memory_check=false to start anyway"
     )
 
 
@@ -205,4 +211,5 @@ def check_run_memory(cfg, engine, batching, data, loss_impl: str) -> float:
         supervised_fraction=supervised,
         free_bytes=free_memory_bytes(engine.cuda),
         processes_sharing=processes_on_this_machine(engine.cuda),
+        margin=t.memory_margin,
     )

@@ -56,7 +56,8 @@ RESUME_FREE = {
     "train.save_every", "train.keep_last", "train.resume_from", "train.max_bad_steps",
     "train.progress", "train.report_to", "train.record_samples", "train.checkpoint_hf_model",
     "train.benchmark_tasks", "train.benchmark_limit", "train.allow_config_change",
-    "loss.impl", "loss.chunk_tokens", "train.memory_check",  # the same loss to rounding, another memory profile
+    "loss.impl", "loss.chunk_tokens",  # the same loss to rounding, another memory profile
+    "train.memory_check", "train.memory_margin",  # a start-up check only
 }  # fmt: skip
 
 

@@ -75,6 +75,7 @@ def test_default_is_smollm2_on_demo_with_padding():
         ("data.overlong=cut", "data.overlong='cut' is not allowed"),
         ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
         ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
+        ("train.memory_margin=-0.1", "train.memory_margin must be >= 0"),
     ],
 )
 def test_bad_override_is_one_clear_line(override, needle):

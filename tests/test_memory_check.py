@@ -1,7 +1,7 @@
 """The start-up memory check refuses, in one line with overrides that fit, a run that cannot fit.
 
-- `check_memory`: fits -> the estimate; too big -> UserError naming the estimate, the free memory
-  and the first fitting overrides (fewest changes: the loss impl, then checkpointing, then a
+- `check_memory`: fits -> the estimate; too big (after the margin, train.memory_margin) ->
+  UserError naming the estimate, the margin, the free memory and the first fitting overrides (fewest changes: the loss impl, then checkpointing, then a
   smaller micro-batch with grad_accum raised to keep the batch); unknown free memory -> no check.
 - A real `sft-train` whose estimate is far above this machine's RAM stops at start-up with exit 2
   and that line, before writing anything; `train.memory_check=false` turns the check off.
@@ -22,7 +22,7 @@ import pytest
 from sft.errors import UserError
 from sft.memory_check import check_memory, fitting_options
 from sft.plan_cli import setup_from_config
-from sft.plan_memory import GIB, resolve_shape
+from sft.plan_memory import GIB, resolve_shape, state_memory
 from sft.plan_tables import parse_budget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,20 @@ def _kw(**over):
 def test_a_run_that_fits_passes_and_returns_its_estimate():
     est = check_memory(SHAPE, SETUP, free_bytes=200 * GIB, **_kw())
     assert 10 * GIB < est < 20 * GIB  # SmolLM2, 8 x 1280 tokens, fp32, no checkpointing
+
+
+def test_the_margin_refuses_an_estimate_that_fits_only_without_it():
+    resident = state_memory(SHAPE, SETUP).weights
+    est = check_memory(SHAPE, SETUP, free_bytes=200 * GIB, **_kw())
+    free = est * 1.10 - resident  # the estimate fits, estimate x 1.15 does not
+    assert check_memory(SHAPE, SETUP, free_bytes=free, margin=0.0, **_kw()) == est
+    with pytest.raises(UserError) as e:
+        check_memory(SHAPE, SETUP, free_bytes=free, margin=0.15, **_kw())
+    msg = str(e.value)
+    assert "+ 15% margin (train.memory_margin)" in msg and "try " in msg
+    _, fits = fitting_options(SHAPE, SETUP, budget=est * 1.10 / 1.15, **_kw())
+    assert fits and fits[0].bytes * 1.15 <= est * 1.10  # the advice fits with its margin
+    assert f"estimated {fits[0].bytes / GIB:.1f} GiB" in msg
 
 
 def test_unknown_free_memory_skips_the_check():
