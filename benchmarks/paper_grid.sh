@@ -6,7 +6,9 @@
 # next job nobody has claimed, so the cores stay busy across experiments. To stop a grid and go
 # on later: kill the paper_grid.sh processes, then `pkill -TERM -f sft/train.py`: each training
 # checkpoints at its next step and exits 75; the rerun resumes it from there (resume_from=latest),
-# and claims left by dead workers are dropped at start. A finished job's small files (config.yaml,
+# and claims left by dead workers are dropped at start. To stop without interrupting anything,
+# `touch OUT/STOP`: each core finishes (and keeps) the job it runs and starts no other; the next
+# run of the script removes the file. A finished job's small files (config.yaml,
 # metrics.jsonl, summary.json, data_report.json; no weights) are copied to KEEP/EXPERIMENT/NAME,
 # which the repository holds, so `sft-report` rebuilds docs/paper.md's tables from a clean clone;
 # a job kept there is not run again, so a grid longer than one machine's life goes on from a clone.
@@ -68,6 +70,7 @@ if [ "$1" = list ]; then
 fi
 for e in "$@"; do grid "$e"; done
 mkdir -p "$OUT"
+rm -f "$OUT/STOP" # left by an earlier, stopped grid
 for claim in "$OUT"/*/*.claim; do # a claim whose worker is gone (a stopped grid)
   [ -d "$claim" ] || continue
   pid=$(cat "$claim/pid" 2>/dev/null || echo 0)
@@ -77,6 +80,10 @@ done
 worker() {
   local core=$1 job name overrides dir rc=0
   for job in "${JOBS[@]}"; do
+    if [ -f "$OUT/STOP" ]; then
+      echo "[core $core] $(date +%H:%M) stopped ($OUT/STOP): no new job started"
+      break
+    fi
     name=${job%%|*}
     overrides=${job#*|}
     dir="$OUT/$name"

@@ -90,3 +90,24 @@ def test_every_job_once_rerun_resumes_and_finished_runs_are_kept(tmp_path):
     assert len(calls.read_text().splitlines()) == 6
 
     assert _grid(tmp_path, "nonsense").returncode == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="taskset (util-linux) pins the jobs")
+def test_a_stop_file_lets_the_running_job_finish_and_starts_no_other(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    fake = tmp_path / "fake.py"
+    stop = tmp_path / "out" / "STOP"
+    body = FAKE.format(python=sys.executable, calls=str(calls))
+    body += f"Path({str(stop)!r}).touch()  # the user stops the grid while this job runs\n"
+    fake.write_text(body)
+    fake.chmod(0o755)
+
+    first = _grid(tmp_path, "turns")  # 4 jobs on one core
+    assert first.returncode == 0, first.stderr
+    assert "stopped" in first.stdout and len(calls.read_text().splitlines()) == 1
+    assert len(list((tmp_path / "keep" / "turns").iterdir())) == 1  # the running job was kept
+
+    second = _grid(tmp_path, "turns")  # a rerun removes STOP and goes on with the next job
+    assert second.returncode == 0, second.stderr
+    assert len(calls.read_text().splitlines()) == 2
+    assert len(list((tmp_path / "keep" / "turns").iterdir())) == 2
