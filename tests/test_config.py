@@ -76,6 +76,7 @@ def test_default_is_smollm2_on_demo_with_padding():
         ("model.attn_implementation=flash", "model.attn_implementation='flash' is not allowed"),
         ("train.loss_normalization=mean", "train.loss_normalization='mean' is not allowed"),
         ("train.memory_margin=-0.1", "train.memory_margin must be >= 0"),
+        ("data.val_seed=-2", "data.val_seed must be >= 0 (-1 = the run seed)"),
     ],
 )
 def test_bad_override_is_one_clear_line(override, needle):

@@ -39,6 +39,9 @@ class DataConfig:
     """Fraction of the rows held out for validation (seeded) when no val_path is given."""
     val_max_samples: int = 256
     """At most this many validation rows from val_fraction."""
+    val_seed: int = -1
+    """Seed of the val_fraction draw (-1 = the run's seed); fixed, every seed of a sweep
+    validates on the same rows, so their spread is training's, not the split's."""
     max_length: int = 2048
     """Longest sample in tokens; longer ones follow `overlong`."""
     overlong: Overlong = Overlong.truncate
@@ -93,6 +96,10 @@ class DataConfig:
         _check(self.num_proc >= 1, f"data.num_proc must be >= 1, got {self.num_proc}")
         _check(self.limit >= 0, f"data.limit must be >= 0, got {self.limit}")
         _check(self.sample >= 0, f"data.sample must be >= 0, got {self.sample}")
+        _check(
+            self.val_seed >= -1,
+            f"data.val_seed must be >= 0 (-1 = the run seed), got {self.val_seed}",
+        )
         _check(
             not (self.sample and self.limit),
             f"data.sample={self.sample} with data.limit={self.limit}: choose one (sample draws "

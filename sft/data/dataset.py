@@ -301,7 +301,7 @@ def prepare_data(
     if convs and (data.turns != "all" or data.combine != "none"):  # sft/data/turns.py
         if data.val_fraction > 0 and not data.val_path:
             drawn = True
-            for i in held_out(len(convs), data.val_fraction, data.val_max_samples, seed)[0]:
+            for i in held_out(len(convs), data, seed)[0]:
                 convs[i].is_val = True
         convs = shape_turns(convs, data.turns, data.combine, data.combine_turns, seed, report)
     msgs, where = [c.messages for c in convs], [c.where for c in convs]
@@ -353,7 +353,7 @@ def prepare_data(
     if data.val_path or drawn:
         train_rows, val_rows = rows[~kept_is_val], rows[kept_is_val]
     elif data.val_fraction > 0:
-        val_rows, train_rows = held_out(len(rows), data.val_fraction, data.val_max_samples, seed)
+        val_rows, train_rows = held_out(len(rows), data, seed)
     else:
         train_rows, val_rows = rows, rows[:0]
     train = _apply_overlong(

@@ -3,7 +3,7 @@ field's value per row (collator.group_by, data.combine_tag, data.eval_by).
 
 Invariant: `sample_rows` keeps exactly min(n, len(rows)) rows, in file order, the same ones for
 the same seed whatever else the config says; `held_out` draws the same indices for the same n,
-fraction, cap and seed; `field_values` returns one value per row and names the first training
+fraction, cap and seed (data.val_seed, else the run's); `field_values` returns one value per row and names the first training
 row that lacks the field instead of guessing.
 """
 
@@ -22,11 +22,13 @@ def sample_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
     return [rows[i] for i in keep]
 
 
-def held_out(n: int, fraction: float, max_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation, training) indices of `n` rows, both sorted: a seeded `fraction` of them, at
-    least one and at most `max_samples` (0: no cap) (data.val_fraction, data.val_max_samples)."""
+def held_out(n: int, data, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices of `n` rows, both sorted: a seeded data.val_fraction of
+    them, at least one and at most data.val_max_samples (0: no cap), drawn from data.val_seed,
+    or from the run's `seed` where that is -1."""
+    seed = seed if data.val_seed < 0 else data.val_seed
     perm = np.random.default_rng(seed + 7919).permutation(n)
-    n_val = min(max(1, round(fraction * n)), max_samples or n)
+    n_val = min(max(1, round(data.val_fraction * n)), data.val_max_samples or n)
     return np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
 

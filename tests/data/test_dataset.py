@@ -77,6 +77,20 @@ def test_val_fraction_is_disjoint_and_seeded(tiny_tokenizer, tmp_path):
     np.testing.assert_array_equal(d1.val, d2.val)
 
 
+@pytest.mark.parametrize("combine", ["none", "random"])
+def test_val_seed_holds_the_validation_rows_across_run_seeds(tiny_tokenizer, tmp_path, combine):
+    path = _write(tmp_path / "d.jsonl", [_conv(f"q{i}", f"a{i}") for i in range(100)])
+
+    def val_rows(seed, **kw):
+        cfg = DataConfig(path=path, val_fraction=0.1, combine=combine, **kw)
+        d = prepare_data(tiny_tokenizer, cfg, seed, progress=False)
+        return [d.tokens.row_ids[r] for r in d.val[:, 0]]
+
+    assert val_rows(1) != val_rows(2)  # by default the split follows the run seed
+    assert val_rows(1, val_seed=5) == val_rows(2, val_seed=5) == val_rows(5)
+    assert len(val_rows(3, val_seed=5)) == 10
+
+
 def test_val_path(tiny_tokenizer, tmp_path):
     tr = _write(tmp_path / "t.jsonl", [_conv(f"q{i}", "a") for i in range(5)])
     va = _write(tmp_path / "v.jsonl", [_conv(f"v{i}", "b") for i in range(3)])
