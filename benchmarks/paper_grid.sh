@@ -19,7 +19,7 @@
 #   base      padding vs greedy packing on paper_small's rows (the first 660: all aqua)
 #   lr        packing with lr scaled linearly / by sqrt to its samples per step; 512-token packs
 #             holding padding's 4 samples per step against padding at the same max_length
-#   size      base at 1,320 rows (1,201 trained) instead of 660 (2x; 4x would take 3 h per padding run here)
+#   size      base at 1,320 rows (1,260 trained, 60 held out) instead of 660 (2x: a padded run takes ~38 min here)
 #   mix       greedy packing on 900 rows drawn from every source (data.sample), 240 held out,
 #             validation loss per source (data.eval_by=source): the grouping/turns reference
 #   grouping  mix with packs of one source (together) or mixed sources (apart)
