@@ -3,8 +3,8 @@ field's value per row (collator.group_by, data.combine_tag, data.eval_by).
 
 Invariant: `sample_rows` keeps exactly min(n, len(rows)) rows, in file order, the same ones for
 the same seed whatever else the config says; `held_out` draws the same indices for the same n,
-fraction, cap and seed (data.val_seed, else the run's); `field_values` returns one value per row and names the first training
-row that lacks the field instead of guessing.
+fraction, cap and seed (data.val_seed, else the run's); `field_values` returns one value per row
+and names the first training row that lacks the field instead of guessing.
 """
 
 from __future__ import annotations
