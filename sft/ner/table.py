@@ -13,6 +13,11 @@ same setting is among the inputs (that run's row is kept instead); several verif
 extraction setting (zero-shot and few-shot verification of the same generations) give that row
 once, or once per distinct score with a note.
 
+An earlier `table.json` is an input too: its rows enter as recorded (their `run` names the
+folder they came from), so a table grows across machines whose run folders are gone; a row that
+a run given beside it also produces (same dataset, approach, setting and N) is replaced by the
+run's, with a note when the scores differ.
+
 `write_outputs` writes `table.md`, `table.csv`, `table.json` and `f1_vs_n.png` (matplotlib, Agg):
 one line per dataset and setting across N.
 
@@ -121,7 +126,8 @@ def rows_of_run(run: Path, split: str = "test") -> list[Row]:
         if isinstance(train.get("max_steps"), int) and train["max_steps"] > 0:
             budget = f", {train['max_steps']} steps"
         elif train.get("epochs") is not None:
-            budget = f", {float(train['epochs']):g} epochs"
+            epochs = float(train["epochs"])
+            budget = f", {epochs:g} epoch{'' if epochs == 1 else 's'}"
         setting = f"{_short(model)} fine-tuned ({batching}{budget})"
         if settings.get("verify"):
             setting += ", verified"
@@ -146,6 +152,23 @@ def rows_of_run(run: Path, split: str = "test") -> list[Row]:
     return rows
 
 
+def rows_of_table(path: Path) -> list[Row]:
+    """The rows of an earlier `sft-ner table --out` table.json, as they were written."""
+    data = _read_json(path)
+    names = set(Row.__dataclass_fields__)
+    rows = data.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: a table.json holds a list of rows under 'rows'")
+    try:
+        return [Row(**{k: v for k, v in r.items() if k in names}) for r in rows]
+    except TypeError as e:
+        raise UserError(f"{path}: a row lacks a field of the table ({e})") from None
+
+
+def _is_table(path: Path) -> bool:
+    return path.is_file() and path.name == "table.json"
+
+
 def _key(row: Row) -> tuple:
     return (row.dataset, row.approach, row.setting, row.n)
 
@@ -163,9 +186,28 @@ def _order(row: Row) -> tuple:
     )
 
 
+def _merge_tables(rows: list[Row], tables: list[Path], notes: list[str]) -> list[Row]:
+    """`rows` (of runs) and the rows of earlier tables that no run gives; a table's measured
+    row replaces runs' before-verification rows of its key, as a run without verification does."""
+    for table in tables:
+        for r in rows_of_table(table):
+            same = [x for x in rows if _key(x) == _key(r)]
+            if not same:
+                rows.append(r)
+            elif not r.derived and all(x.derived for x in same):
+                rows = [x for x in rows if _key(x) != _key(r)] + [r]
+            elif all(_scores_of(x) != _scores_of(r) for x in same):
+                notes.append(
+                    f"{r.dataset}, {r.setting}, N={r.n}: {table} has F1 {_pct(r.f1)} from "
+                    f"{r.run}, replaced by {same[0].run} (F1 {_pct(same[0].f1)})"
+                )
+    return rows
+
+
 def load_rows(runs: list[Path], split: str = "test") -> tuple[list[Row], list[str]]:
-    """Every run's rows (sorted by dataset, approach, setting, N) and the notes about them."""
-    rows = [row for run in runs for row in rows_of_run(run, split)]
+    """Every run's rows (sorted by dataset, approach, setting, N) and the notes about them;
+    with earlier tables (table.json) among `runs`, their rows that no run gives."""
+    rows = [row for run in runs if not _is_table(run) for row in rows_of_run(run, split)]
     measured = {_key(r) for r in rows if not r.derived}
     rows = [r for r in rows if not (r.derived and _key(r) in measured)]
     derived: dict[tuple, list[Row]] = {}  # several verified runs of one extraction setting
@@ -175,13 +217,14 @@ def load_rows(runs: list[Path], split: str = "test") -> tuple[list[Row], list[st
             if all(_scores_of(r) != _scores_of(x) for x in same):
                 same.append(r)
     rows = [r for r in rows if not r.derived] + [r for same in derived.values() for r in same]
-    rows.sort(key=_order)
     notes: list[str] = [
         f"{key[0]}, {key[2]}, N={key[3]}: {len(same)} verified runs give different scores "
         "before verification (not the same extractions); each is a row"
         for key, same in derived.items()
         if len(same) > 1
     ]
+    rows = _merge_tables(rows, [run for run in runs if _is_table(run)], notes)
+    rows.sort(key=_order)
     for dataset in sorted({r.dataset for r in rows}):
         of = [r for r in rows if r.dataset == dataset]
         samples = sorted({str(r.test_digest) for r in of})

@@ -4,6 +4,7 @@ builder, one test sample for `prompt` and `evaluate`, and `sft-ner table`."""
 import csv
 import json
 import random
+import shutil
 
 import pytest
 import yaml
@@ -345,3 +346,29 @@ def test_verified_runs_of_one_extraction_give_its_row_once(tmp_path):
     rows, notes = load_rows([zero, few])
     assert sorted(r.f1 for r in rows if r.derived) == [0.3, 0.5]
     assert len(notes) == 1 and "2 verified runs give different scores" in notes[0]
+
+
+def test_an_earlier_table_json_adds_the_rows_no_run_gives(tmp_path, capsys):
+    first = [
+        _icl(tmp_path, "icl8", 8, 0.4),
+        _ft(tmp_path, "ft8", 8, 0.2),
+        _ft(tmp_path, "ft32", 32, 0.3),
+    ]
+    code, _, err = run(["table", *map(str, first), "--out", str(tmp_path / "t1")], capsys)
+    assert code == 0, err
+    for run_dir in first:  # the folders are gone: only the table remains
+        shutil.rmtree(run_dir)
+    later = [_ft(tmp_path, "ft512", 512, 0.5), _ft(tmp_path, "ft32b", 32, 0.35)]
+    rows, notes = load_rows([tmp_path / "t1" / "table.json", *later])
+    assert [(r.approach, r.n, r.f1) for r in rows] == [
+        ("in-context", 8, 0.4),
+        ("fine-tuned", 8, 0.2),
+        ("fine-tuned", 32, 0.35),  # the run given replaces the table's row of its key
+        ("fine-tuned", 512, 0.5),
+    ]
+    assert rows[0].run == str(tmp_path / "icl8")  # a table row names the run it came from
+    assert len(notes) == 1 and "F1 30.00" in notes[0] and "replaced by" in notes[0]
+    (tmp_path / "t2").mkdir()
+    (tmp_path / "t2" / "table.json").write_text('{"rows": [{"dataset": "x"}]}')
+    code, out, err = run(["table", str(tmp_path / "t2" / "table.json")], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "lacks a field" in err
