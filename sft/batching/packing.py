@@ -67,6 +67,11 @@ class PackingConfig:
             raise UserError("collator.pad_to_multiple_of must be >= 1")
         if self.group_by != self.group_by.strip():
             raise UserError(f"collator.group_by={self.group_by!r} has surrounding spaces")
+        if not self.group_by and GroupMode(self.group_mode) != GroupMode.together:
+            raise UserError(
+                f"collator.group_mode={GroupMode(self.group_mode).value} groups nothing without "
+                "collator.group_by=FIELD (a top-level field of the data rows, e.g. source)"
+            )
 
     def check(self, data, model) -> None:
         """pack_length >= data.max_length, or every sample could not fit a row."""

@@ -26,7 +26,9 @@ def grouping_stats(loaded: Any, micro_batch_size: int, common: dict) -> dict:
         "modes": {},
     }
     for mode in ("none", *GroupMode.values()):
-        kwargs = {"group_by": ""} if mode == "none" else {"group_mode": mode}
+        kwargs = (
+            {"group_by": "", "group_mode": "together"} if mode == "none" else {"group_mode": mode}
+        )
         packing = dataclasses.replace(cfg.collator, **kwargs).build(cfg.data.max_length)
         groups = {} if mode == "none" else loaded.groups
         rows, _ = packing.rows(data.train, data.tokens.targets, seed=cfg.seed, epoch=0, **groups)

@@ -208,3 +208,13 @@ def test_sft_train_packs_by_the_field_end_to_end(tmp_path, mode):
     assert modes["apart"]["mixed_fraction"] >= modes["none"]["mixed_fraction"]
     assert modes["apart"]["efficiency"] == modes["none"]["efficiency"]
     assert all(m["steps_per_epoch"] >= 1 and 0 < m["efficiency"] <= 1 for m in modes.values())
+
+
+def test_group_mode_apart_without_group_by_is_refused():
+    with pytest.raises(
+        UserError, match="group_mode=apart groups nothing without collator.group_by"
+    ):
+        PackingConfig(group_mode="apart")
+    with pytest.raises(UserError, match="group_mode=apart groups nothing"):
+        LeakyPackingConfig(group_mode="apart")
+    assert PackingConfig(group_by="source", group_mode="apart").group_mode == "apart"
