@@ -269,13 +269,17 @@ def read_manifest(ckpt: Path) -> dict:
     return json.loads((ckpt / MANIFEST).read_text())
 
 
-def config_changes(saved: dict, current: dict) -> list[str]:
-    """`key old -> new` for every training-relevant config value that differs."""
+def config_changes(saved: dict, current: dict, defaults: dict | None = None) -> list[str]:
+    """`key old -> new` for every training-relevant config value that differs. A key the saved
+    config lacks (the checkpoint predates it) is unchanged while it holds its default: a new
+    key's default keeps the behaviour from before it existed."""
+    defaults = defaults or {}
     keys = sorted(set(saved) | set(current))
     return [
         f"{k} {saved.get(k)!r} -> {current.get(k)!r}"
         for k in keys
         if saved.get(k) != current.get(k)
+        and not (k not in saved and k in defaults and current.get(k) == defaults[k])
     ]
 
 
@@ -285,7 +289,7 @@ def check_compatible(
     """Refuse (one line) a checkpoint written under a different world size, batch, model or data,
     or under another training config unless `allow_changes`; returns the config changes."""
     for key, value in current.items():
-        if key == "config":
+        if key in ("config", "config_defaults"):
             continue
         if key in saved and saved[key] != value:
             raise UserError(
@@ -293,7 +297,10 @@ def check_compatible(
                 f"has {key}={value!r}; rerun with the same setting, or use a new run_dir "
                 "(or train.resume_from=none)"
             )
-    changes = config_changes(saved["config"], current["config"]) if "config" in saved else []
+    defaults = current.get("config_defaults")
+    changes = (
+        config_changes(saved["config"], current["config"], defaults) if "config" in saved else []
+    )
     if changes and not allow_changes:
         raise UserError(
             f"cannot resume from {ckpt}: the config changed since it was written ("

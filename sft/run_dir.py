@@ -61,9 +61,10 @@ RESUME_FREE = {
 }  # fmt: skip
 
 
-def training_config(cfg) -> dict:
+def training_config(cfg, defaults: bool = False) -> dict:
     """The flattened JobConfig values a checkpoint must match on resume (all but RESUME_FREE;
-    the engine, world size, batch, model shapes and data are compared on their own)."""
+    the engine, world size, batch, model shapes and data are compared on their own); with
+    `defaults`, each key's default instead (keys without one left out)."""
     import dataclasses
     import enum
 
@@ -74,10 +75,17 @@ def training_config(cfg) -> dict:
             value, key = getattr(obj, f.name), prefix + f.name
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")
-            elif key not in RESUME_FREE and not key.startswith("distributed."):
-                flat[key] = value.value if isinstance(value, enum.Enum) else value
+            elif key in RESUME_FREE or key.startswith("distributed."):
+                continue
+            elif not defaults:
+                flat[key] = value
+            elif f.default is not dataclasses.MISSING:
+                flat[key] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                flat[key] = f.default_factory()
 
     walk(cfg, "")
+    flat = {k: v.value if isinstance(v, enum.Enum) else v for k, v in flat.items()}
     return json.loads(json.dumps(flat, default=str))
 
 
@@ -93,9 +101,11 @@ def compat_record(
     pieces,
     n_tokens: int,
     seed: int,
-    config: dict,
+    cfg,
 ) -> dict:
-    """What must match for a checkpoint to resume exactly (checked before anything is loaded)."""
+    """What must match for a checkpoint to resume exactly (checked before anything is loaded):
+    the setup, and `cfg`'s training config; its defaults ride along for checkpoints written
+    before a key existed (`checkpoint.config_changes`)."""
     shapes = [(n, list(getattr(p, "ds_shape", p.shape))) for n, p in model.named_parameters()]
     return {
         "world_size": world,
@@ -107,7 +117,8 @@ def compat_record(
         "model_shapes": ckpt.fingerprint(shapes),
         "data": ckpt.fingerprint(pieces, n_tokens),
         "seed": seed,
-        "config": config,
+        "config": training_config(cfg),
+        "config_defaults": training_config(cfg, defaults=True),
     }
 
 

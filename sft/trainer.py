@@ -113,7 +113,7 @@ class Recipe:
             pieces=self.data.train,
             n_tokens=len(self.data.tokens.ids),
             seed=cfg.seed,
-            config=run_dir.training_config(cfg),
+            cfg=cfg,
         )
         if eng.main:
             run_dir.prepare(self.run_dir, self.config_yaml, self.data.report.to_dict())

@@ -222,3 +222,18 @@ def test_verify_checkpoint_command(tmp_path):
         check=False,
     )
     assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path}: no readable manifest")
+
+
+def test_config_changes_count_a_key_the_checkpoint_predates_unchanged_at_its_default():
+    saved = {"optim.lr": 1e-3}
+    current = {"optim.lr": 1e-3, "data.val_seed": -1}
+    assert ckpt.config_changes(saved, current) == ["data.val_seed None -> -1"]
+    assert ckpt.config_changes(saved, current, {"data.val_seed": -1}) == []
+    assert ckpt.config_changes(saved, {**current, "data.val_seed": 3}, {"data.val_seed": -1}) == [
+        "data.val_seed None -> 3"
+    ]
+    # a key the checkpoint has keeps counting, default or not; so does a key removed since
+    assert ckpt.config_changes({**saved, "data.val_seed": 3}, current, {"data.val_seed": -1}) == [
+        "data.val_seed 3 -> -1"
+    ]
+    assert ckpt.config_changes({**saved, "x": 1}, {"optim.lr": 1e-3}, {"x": 1}) == ["x 1 -> None"]

@@ -53,3 +53,20 @@ def test_values_that_do_not_change_training_may_change(tmp_path):
     r = run_train(run, *BASE, "train.log_every=2", "train.keep_last=5")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["config_changes_on_resume"] == []
+
+
+def test_a_checkpoint_from_before_a_key_existed_resumes_while_the_key_holds_its_default(tmp_path):
+    run = tmp_path / "run"
+    assert run_train(run, *BASE).returncode == 0
+    _cut_back_to_step_2(run)
+    manifest = run / "checkpoints" / "step-2" / "manifest.json"
+    man = json.loads(manifest.read_text())
+    del man["compat"]["config"]["optim.weight_decay"]  # written before the key existed
+    del man["compat"]["config_defaults"]  # nor did the defaults' record
+    manifest.write_text(json.dumps(man))
+    r = run_train(run, *BASE, "optim.weight_decay=0.1")  # not the default: a change
+    assert r.returncode == 2 and "optim.weight_decay None -> 0.1" in r.stderr, r.stderr[-2000:]
+    r = run_train(run, *BASE)  # its default: what the run did before the key existed
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stdout and "changed config" not in r.stdout
+    assert json.loads((run / "summary.json").read_text())["config_changes_on_resume"] == []
