@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="an `sft-ner prompt --out` dir (metrics.json) or an sft-train run dir scored by "
-        "`sft-ner evaluate` (eval/ner_SPLIT.json)",
+        help="an `sft-ner prompt --out` dir (metrics.json), an sft-train run dir scored by "
+        "`sft-ner evaluate` (eval/ner_SPLIT.json), or an earlier table's table.json",
     )
     t.add_argument("--split", default="test", help="which eval/ner_SPLIT.json of a trained run")
     t.add_argument("--out", help="folder for table.md, table.csv, table.json and f1_vs_n.png")
